@@ -1,0 +1,144 @@
+"""``report.json`` and ``report.html``: what a run read, dropped and selected, and why.
+
+The pipeline writes one JSON object of statistics (``STATS_FILE``); after the run this module
+turns it, the timings and the environment into the report. The HTML page is one self-contained
+file: tables and inline SVG bar charts, no scripts, no external resources.
+"""
+
+import html
+import importlib.metadata
+import json
+import platform
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import schema
+
+STATS_FILE = "_winnow_stats.json"
+VERSIONED_PACKAGES = ("winnow", "apache-beam", "numpy", "pyarrow", "scikit-learn", "datasketch", "zstandard")
+
+
+def versions() -> dict[str, str]:
+    """Python and the versions of the packages a run depends on."""
+    found = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def accounting(outcomes: dict[str, int], invalid: dict[str, int]) -> dict:
+    """Counts from per-outcome totals (``selected`` or a drop reason) and invalid reasons.
+
+    ``input`` is ``selected + sum(dropped) + invalid``; ``build_report`` checks it against the
+    reader's own count of records read, so a record lost between stages fails the run.
+    """
+    dropped = {reason: n for reason, n in sorted(outcomes.items()) if reason != schema.SELECTED}
+    selected = outcomes.get(schema.SELECTED, 0)
+    n_invalid = sum(invalid.values())
+    return {
+        "input": selected + sum(dropped.values()) + n_invalid,
+        "valid": selected + sum(dropped.values()),
+        "invalid": n_invalid,
+        "invalid_by_reason": dict(sorted(invalid.items())),
+        "duplicates": sum(dropped.get(r, 0) for r in (schema.EXACT_DUPLICATE, schema.NEAR_DUPLICATE, schema.SEMANTIC_DUPLICATE)),
+        "selected": selected,
+        "dropped": dropped,
+    }
+
+
+def read_json(path: str) -> dict:
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
+def write_text(path: str, text: str) -> None:
+    with FileSystems.create(path, mime_type="text/plain") as handle:
+        handle.write(text.encode("utf-8"))
+
+
+def build_report(stats: dict, records_read: int | None, command: list[str], options: dict, timings: dict, warnings: list[str]) -> dict:
+    """The report.json document. ``records_read`` is the reader's counter when the runner reports metrics."""
+    counts = accounting(stats.get("outcomes", {}), stats.get("invalid", {}))
+    checks = {}
+    if records_read is not None:
+        checks["input_equals_records_read"] = counts["input"] == records_read
+    return {
+        "command": command,
+        "options": options,
+        "counts": counts,
+        "checks": checks,
+        "metrics": {name: value for name, value in sorted(stats.items()) if name not in ("outcomes", "invalid")},
+        "timings_s": timings,
+        "warnings": warnings,
+        "versions": versions(),
+    }
+
+
+def _bar_chart(title: str, values: dict[str, float]) -> str:
+    """An inline SVG horizontal bar chart of ``values``."""
+    if not values:
+        return f"<p>{html.escape(title)}: nothing to plot.</p>"
+    width, bar, label_width = 640, 22, 200
+    top = max(values.values()) or 1
+    rows = []
+    for i, (label, value) in enumerate(values.items()):
+        y = 30 + i * (bar + 6)
+        length = (width - label_width - 80) * value / top
+        rows.append(
+            f'<text x="{label_width - 8}" y="{y + 15}" text-anchor="end">{html.escape(str(label))}</text>'
+            f'<rect x="{label_width}" y="{y}" width="{length:.1f}" height="{bar}" fill="#4c72b0"/>'
+            f'<text x="{label_width + length + 6:.1f}" y="{y + 15}">{value:g}</text>'
+        )
+    height = 40 + len(values) * (bar + 6)
+    return (
+        f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="13"><text x="4" y="18" font-weight="bold">{html.escape(title)}</text>'
+        + "".join(rows) + "</svg>"
+    )
+
+
+def _table(rows: dict) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v) if isinstance(v, (dict, list)) else str(v))}</td></tr>"
+        for k, v in rows.items()
+    )
+    return f"<table>{cells}</table>"
+
+
+def render_html(report: dict) -> str:
+    """report.html: counts, outcomes chart, method metrics, timings, command and versions."""
+    counts = report["counts"]
+    outcomes = {"selected": counts["selected"], **counts["dropped"], "invalid": counts["invalid"]}
+    sections = [
+        "<h1>winnow report</h1>",
+        "<h2>Counts</h2>",
+        _table({k: v for k, v in counts.items() if not isinstance(v, dict)}),
+        _bar_chart("Records by outcome", outcomes),
+        _bar_chart("Invalid records by reason", counts["invalid_by_reason"]),
+        "<h2>Checks</h2>",
+        _table(report["checks"]),
+    ]
+    if report["warnings"]:
+        sections += ["<h2>Warnings</h2><ul>", *(f"<li>{html.escape(w)}</li>" for w in report["warnings"]), "</ul>"]
+    for name, metrics in report["metrics"].items():
+        sections += [f"<h2>{html.escape(name)}</h2>", _table(metrics if isinstance(metrics, dict) else {name: metrics})]
+    sections += [
+        "<h2>Timings (s)</h2>",
+        _bar_chart("Wall time by phase (s)", report["timings_s"]),
+        "<h2>Command</h2>",
+        f"<pre>{html.escape(' '.join(report['command']))}</pre>",
+        "<h2>Versions</h2>",
+        _table(report["versions"]),
+    ]
+    style = (
+        "body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        "th{background:#f3f3f3}pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}"
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>winnow report</title>'
+        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>"
+    )

@@ -1,0 +1,135 @@
+"""What every winnow job shares: the Beam runner choice, output directory policy, stats and report.
+
+The default runner is local and offline: Beam's ``DirectRunner`` first tries to download the
+Prism runner binary (and hangs where DNS hangs) before falling back to its batch engine, the
+``FnApiRunner``; winnow runs on the ``FnApiRunner`` directly when no runner or ``DirectRunner``
+is asked for. ``--direct_running_mode`` (in_memory, multi_threading, multi_processing) and
+``--direct_num_workers`` apply to it as they do to the DirectRunner. Any other ``--runner``
+(DataflowRunner, FlinkRunner, SparkRunner, PortableRunner, ...) is used as given.
+"""
+
+import json
+import logging
+import re
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from pipelines import report
+from pipelines.options import UsageError
+from transforms import io, schema
+
+LOG = logging.getLogger("winnow")
+LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner")
+OUTPUT_ENTRIES = ("selected", "scores", "errors", "report.json", "report.html", report.STATS_FILE)
+
+
+class JobFailed(Exception):
+    """The pipeline failed; the message is the cause a user can act on."""
+
+
+def make_pipeline(beam_flags: list[str]) -> beam.Pipeline:
+    """A pipeline on the runner the flags ask for, the offline local one by default."""
+    options = PipelineOptions(beam_flags)
+    runner = FnApiRunner() if options.view_as(StandardOptions).runner in LOCAL_RUNNERS else None
+    return beam.Pipeline(runner=runner, options=options)
+
+
+def prepare_output(output: str, overwrite: bool) -> None:
+    """Refuse an output directory holding a previous run, or clear winnow's entries with ``overwrite``.
+
+    Only winnow's own entries (``OUTPUT_ENTRIES``) are deleted; a run never mixes with another.
+
+    Raises:
+        UsageError: the directory holds a previous run's output and ``overwrite`` is false.
+    """
+    existing = [FileSystems.join(output, name) for name in OUTPUT_ENTRIES if FileSystems.exists(FileSystems.join(output, name))]
+    if existing and not overwrite:
+        raise UsageError(f"--output {output} already holds a run ({', '.join(existing)}); pass --overwrite to replace it")
+    if existing:
+        FileSystems.delete(existing)
+    if not FileSystems.exists(output):
+        FileSystems.mkdirs(output)
+
+
+def collect_stats(stats: dict[str, beam.PCollection], output: str) -> None:
+    """Write the singleton stats PCollections as one JSON object ``{name: value}`` to ``output``."""
+    pairs = [stats[name] | f"Name{name.title().replace('_', '')}" >> beam.Map(lambda value, n=name: (n, value)) for name in sorted(stats)]
+    (
+        pairs
+        | "FlattenStats" >> beam.Flatten()
+        | "StatsToDict" >> beam.combiners.ToDict()
+        | "StatsToJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True, default=_json_default))
+        | "WriteStats" >> beam.io.WriteToText(FileSystems.join(output, report.STATS_FILE), shard_name_template="")
+    )
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def outcome_stats(records: beam.PCollection, errors: beam.PCollection) -> dict[str, beam.PCollection]:
+    """``outcomes``: {selected or drop reason: count}; ``invalid``: {reason: count} of input errors."""
+    outcomes = (
+        records
+        | "Outcome" >> beam.Map(lambda r: schema.SELECTED if r.get(schema.SELECTED) else r[schema.DROP_REASON])
+        | "CountOutcomes" >> beam.combiners.Count.PerElement()
+        | "OutcomesToDict" >> beam.combiners.ToDict()
+    )
+    invalid = (
+        errors
+        | "ErrorReason" >> beam.Map(lambda e: e["reason"])
+        | "CountReasons" >> beam.combiners.Count.PerElement()
+        | "ReasonsToDict" >> beam.combiners.ToDict()
+    )
+    return {"outcomes": outcomes, "invalid": invalid}
+
+
+_CAUSE = re.compile(r"(?:InputError|UsageError|ValueError): (.+)")
+
+
+def run(pipeline: beam.Pipeline) -> beam.runners.runner.PipelineResult:
+    """Run to completion; a failure becomes ``JobFailed`` carrying the root cause's message."""
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as err:  # Beam wraps worker exceptions in runner-specific types
+        causes = _CAUSE.findall(str(err))
+        raise JobFailed(causes[-1] if causes else f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}") from err
+    return result
+
+
+def records_read(result) -> int | None:
+    """The reader's ``records_read`` counter, or None when the runner does not report metrics."""
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace(io.NAMESPACE).with_name("records_read"))["counters"]
+    except (NotImplementedError, AttributeError, KeyError):
+        return None
+    return sum(c.committed or 0 for c in counters) if counters else 0
+
+
+def finish(output: str, result, command: list[str], options: dict, timings: dict, warnings_fn) -> dict:
+    """Turn the run's stats into report.json and report.html; return the report.
+
+    ``warnings_fn(stats) -> list[str]`` adds the job's warnings (e.g. fewer eligible records than asked for).
+    """
+    started = time.perf_counter()
+    stats_path = FileSystems.join(output, report.STATS_FILE)
+    stats = report.read_json(stats_path)
+    FileSystems.delete([stats_path])
+    timings = {**timings, "report": 0.0}
+    document = report.build_report(stats, records_read(result), command, options, timings, warnings_fn(stats))
+    if not all(document["checks"].values()):
+        raise JobFailed(f"accounting check failed: {document['checks']}; counts {document['counts']}")
+    document["timings_s"]["report"] = round(time.perf_counter() - started, 3)
+    document["timings_s"]["total"] = round(sum(v for k, v in document["timings_s"].items() if k != "total"), 3)
+    report.write_text(FileSystems.join(output, "report.html"), report.render_html(document))
+    # report.json last: its presence marks a complete run.
+    report.write_text(FileSystems.join(output, "report.json"), json.dumps(document, indent=2, sort_keys=True))
+    return document

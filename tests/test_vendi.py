@@ -1,0 +1,346 @@
+"""Tests for transforms/vendi.py: hand-worked spectra, the reference package, the combiners, the PTransforms."""
+
+import math
+import re
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from vendi_score import vendi as reference
+
+from transforms import schema
+from transforms.vendi import (
+    BAD_SHAPE,
+    DIM_MISMATCH,
+    EMBEDDING_FIELD,
+    EMPTY_SCORE,
+    NO_EMBEDDING,
+    NON_FINITE,
+    NOT_NUMERIC,
+    PROFILE_ORDERS,
+    ZERO_NORM,
+    DimCountCombineFn,
+    GramCombineFn,
+    VendiConfig,
+    VendiOfRecords,
+    VendiScore,
+    parse_embedding,
+    renyi_entropy,
+    vendi_from_gram,
+    vendi_profile_from_gram,
+    vendi_score,
+    vendi_score_from_kernel,
+)
+
+ORDERS = [0.0, 0.5, 1.0, 2.0, math.inf]
+
+
+def _unit_rows(rng, n, d):
+    X = rng.standard_normal((n, d))
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+def _gram(X):
+    X = np.asarray(X, dtype=np.float64)
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    return X.T @ X
+
+
+def _pipeline():
+    return TestPipeline(runner=FnApiRunner())
+
+
+# --- hand-worked cases -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("q", ORDERS)
+def test_identical_points_score_one(q):
+    X = np.tile([[3.0, -1.0, 2.0]], (7, 1))
+    assert vendi_score(X, q) == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("q", ORDERS)
+@pytest.mark.parametrize("n", [1, 4, 9])
+def test_orthogonal_unit_vectors_score_n(n, q):
+    X = np.eye(12)[:n] * 5.0  # norms differ from 1: normalize=True rescales them
+    assert vendi_score(X, q) == pytest.approx(n, rel=1e-12)
+    assert vendi_score_from_kernel(np.eye(n), q) == pytest.approx(n, rel=1e-12)
+
+
+def test_three_copies_and_one_other_point():
+    # K/n has eigenvalues (3/4, 1/4): the Rényi formulas by hand.
+    X = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    expected = {
+        0.0: 2.0,
+        0.5: (math.sqrt(0.75) + math.sqrt(0.25)) ** 2,
+        1.0: math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))),
+        2.0: 1.0 / (0.75**2 + 0.25**2),
+        math.inf: 4.0 / 3.0,
+    }
+    for q, value in expected.items():
+        assert vendi_score(X, q) == pytest.approx(value, rel=1e-12), q
+
+
+@pytest.mark.parametrize("s", [0.0, 0.3, 0.9])
+def test_two_item_kernel(s):
+    # eig(K/2) = ((1 + s)/2, (1 - s)/2), so VS_2 = 1 / Σλ² = 2 / (1 + s²) and VS_∞ = 2 / (1 + s).
+    K = np.array([[1.0, s], [s, 1.0]])
+    assert vendi_score_from_kernel(K, 2) == pytest.approx(2.0 / (1.0 + s * s), rel=1e-12)
+    assert vendi_score_from_kernel(K, math.inf) == pytest.approx(2.0 / (1.0 + s), rel=1e-12)
+
+
+def test_renyi_entropy_of_uniform_weights_is_log_k():
+    p = np.full(8, 1 / 8)
+    for q in [*ORDERS, 3.7]:
+        assert renyi_entropy(p, q) == pytest.approx(math.log(8), rel=1e-12)
+
+
+def test_scores_decrease_with_order_and_large_q_approaches_inf():
+    X = _unit_rows(np.random.default_rng(3), 40, 10)
+    scores = [vendi_score(X, q) for q in [0.0, 0.5, 1.0, 1.5, 2.0, 10.0, 1000.0, math.inf]]
+    assert all(a >= b - 1e-12 for a, b in zip(scores, scores[1:]))
+    assert scores[-2] == pytest.approx(scores[-1], rel=0.01)  # log-sum-exp keeps q = 1000 finite
+
+
+def test_order_zero_counts_the_rank_not_round_off():
+    # 50 points in a 5-dimensional subspace of R^32: K has rank 5; the other 27 eigenvalues of
+    # Xᵀ X / n are round-off. The reference (λ > 0) would count some of them.
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((50, 5)) @ rng.standard_normal((5, 32))
+    assert vendi_score(X, 0) == pytest.approx(5.0, rel=1e-12)
+    assert vendi_from_gram(_gram(X), 50, 0) == pytest.approx(5.0, rel=1e-12)
+    assert vendi_score_from_kernel(_gram(X.T), 0) == pytest.approx(5.0, rel=1e-12)  # (50, 50) kernel
+
+
+def test_normalize_makes_row_scale_irrelevant_and_false_uses_rows_as_given():
+    rng = np.random.default_rng(5)
+    X = _unit_rows(rng, 30, 6)
+    scaled = X * rng.uniform(0.1, 10.0, size=(30, 1))
+    assert vendi_score(scaled) == pytest.approx(vendi_score(X), rel=1e-12)
+    assert vendi_score(X, normalize=False) == pytest.approx(vendi_score(X), rel=1e-12)
+    assert vendi_score(scaled, normalize=False) != pytest.approx(vendi_score(X), rel=1e-3)
+
+
+@pytest.mark.parametrize("n, d", [(5, 40), (40, 5)])
+def test_dual_and_primal_forms_agree(n, d):
+    X = _unit_rows(np.random.default_rng(6), n, d)
+    for q in ORDERS:
+        expected = vendi_score_from_kernel(X @ X.T, q)
+        assert vendi_score(X, q) == pytest.approx(expected, rel=1e-10)
+        assert vendi_from_gram(X.T @ X, n, q) == pytest.approx(expected, rel=1e-10)
+
+
+def test_profile_matches_single_orders():
+    X = _unit_rows(np.random.default_rng(7), 60, 12)
+    profile = vendi_profile_from_gram(X.T @ X, 60)
+    assert list(profile) == list(PROFILE_ORDERS)
+    for q, value in profile.items():
+        assert value == vendi_from_gram(X.T @ X, 60, q)
+
+
+def test_empty_input_scores_zero():
+    assert vendi_score(np.zeros((0, 4))) == EMPTY_SCORE == 0.0
+    assert vendi_score_from_kernel(np.zeros((0, 0)), 2) == 0.0
+    assert vendi_from_gram(np.zeros((0, 0)), 0, math.inf) == 0.0
+    assert vendi_profile_from_gram(np.zeros((3, 3)), 0) == dict.fromkeys(PROFILE_ORDERS, 0.0)
+    assert vendi_score_from_kernel(np.zeros((3, 3))) == 0.0  # no positive eigenvalue
+
+
+@pytest.mark.parametrize("q, error", [(-0.5, ValueError), (float("nan"), ValueError), ("1", TypeError), (True, TypeError)])
+def test_invalid_order_rejected(q, error):
+    with pytest.raises(error, match="q="):
+        vendi_score(np.eye(2), q)
+    with pytest.raises(error, match="q="):
+        VendiConfig(q=q)
+
+
+def test_invalid_inputs_rejected():
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        vendi_score(np.ones(3))
+    with pytest.raises(ValueError, match="all-zero"):
+        vendi_score(np.array([[1.0, 0.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        vendi_score(np.array([[1.0, np.nan]]))
+    with pytest.raises(ValueError, match="square"):
+        vendi_score_from_kernel(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="symmetric"):
+        vendi_score_from_kernel(np.array([[1.0, 0.5], [0.1, 1.0]]))
+    with pytest.raises(ValueError, match="n=-1"):
+        vendi_from_gram(np.eye(2), -1)
+    with pytest.raises(ValueError, match="dim=0"):
+        VendiConfig(dim=0)
+    with pytest.raises(ValueError, match="field=''"):
+        VendiConfig(field="")
+    assert vendi_score(np.array([[1.0, 0.0], [0.0, 0.0]]), normalize=False) > 0  # zero rows allowed
+
+
+# --- agreement with the vendi-score package ----------------------------------------------
+
+
+def _ref_q(q):
+    return "inf" if math.isinf(q) else q
+
+
+@pytest.mark.parametrize("q", ORDERS)
+@pytest.mark.parametrize("n, d", [(20, 64), (64, 64), (300, 16), (1000, 32)])
+def test_matches_reference_on_embeddings(n, d, q):
+    # Compare with the reference on its full-rank matrix: score_K (n, n) for n <= d, score_dual
+    # (d, d) for n >= d. On the rank-deficient side the reference keeps round-off eigenvalues
+    # (see the module doc), which moves its q = 0 and q = 0.5 scores.
+    rng = np.random.default_rng(n * 1000 + d)
+    X = rng.standard_normal((n, d)) * rng.uniform(0.5, 2.0, size=(n, 1))
+    if n <= d:
+        Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+        expected = reference.score_K(Xn @ Xn.T, q=_ref_q(q))
+    else:
+        expected = reference.score_dual(X, q=_ref_q(q))
+    assert vendi_score(X, q) == pytest.approx(expected, rel=1e-8)
+    assert vendi_from_gram(_gram(X), n, q) == pytest.approx(expected, rel=1e-8)
+
+
+@pytest.mark.parametrize("n, d", [(20, 64), (300, 16)])
+def test_matches_reference_score_x_at_order_one(n, d):
+    X = np.random.default_rng(n + d).standard_normal((n, d))
+    assert vendi_score(X, 1) == pytest.approx(reference.score_X(X), rel=1e-8)  # score_X ignores q
+
+
+@pytest.mark.parametrize("q", ORDERS)
+def test_matches_reference_on_an_rbf_kernel(q):
+    points = np.random.default_rng(8).standard_normal((80, 3))
+    K = np.exp(-0.5 * ((points[:, None, :] - points[None, :, :]) ** 2).sum(axis=2))
+    assert vendi_score_from_kernel(K, q) == pytest.approx(reference.score_K(K, q=_ref_q(q)), rel=1e-8)
+
+
+# --- combiners ---------------------------------------------------------------------------
+
+
+def test_gram_combine_fn_four_methods_and_merge_order():
+    X = _unit_rows(np.random.default_rng(9), 25, 6) * 3.0
+    fn = GramCombineFn()
+    single = fn.create_accumulator()
+    assert single == (None, 0)
+    single = fn.add_input(single, X[0])  # one (d,) vector
+    single = fn.add_input(single, X[1:10])  # a (b, d) batch
+    single = fn.add_input(single, list(X[10:]))  # a list of (d,) vectors
+    gram, n = fn.extract_output(single)
+    assert n == 25
+    np.testing.assert_allclose(gram, _gram(X), rtol=1e-12, atol=1e-14)
+
+    parts = [fn.add_input(fn.create_accumulator(), X[i : i + 5]) for i in range(0, 25, 5)]
+    parts.insert(2, fn.create_accumulator())  # empty partials merge as nothing
+    forward = fn.extract_output(fn.merge_accumulators(parts))
+    backward = fn.extract_output(fn.merge_accumulators(parts[::-1]))
+    nested = fn.extract_output(fn.merge_accumulators([fn.merge_accumulators(parts[:3]), fn.merge_accumulators(parts[3:])]))
+    for merged_gram, merged_n in (forward, backward, nested):
+        assert merged_n == 25
+        np.testing.assert_allclose(merged_gram, gram, rtol=1e-12, atol=1e-14)
+    assert vendi_from_gram(*forward) == pytest.approx(vendi_score(X), rel=1e-10)
+    np.testing.assert_array_equal(parts[0][0], _gram(X[:5]))  # merging left the partials intact
+
+
+def test_gram_combine_fn_empty_and_fixed_dim():
+    gram, n = GramCombineFn().extract_output(GramCombineFn().create_accumulator())
+    assert gram.shape == (0, 0) and n == 0
+    assert vendi_from_gram(gram, n) == 0.0
+    fixed = GramCombineFn(dim=3)
+    gram, n = fixed.extract_output(fixed.merge_accumulators([fixed.create_accumulator(), fixed.create_accumulator()]))
+    np.testing.assert_array_equal(gram, np.zeros((3, 3)))
+    assert n == 0
+    with pytest.raises(ValueError, match="dimension 4; expected dim=3"):
+        fixed.add_input(fixed.create_accumulator(), np.ones(4))
+
+
+def test_gram_combine_fn_rejects_bad_vectors():
+    fn = GramCombineFn()
+    accumulator = fn.add_input(fn.create_accumulator(), np.ones(3))
+    with pytest.raises(ValueError, match="dimension 2; expected dim=3"):
+        fn.add_input(accumulator, np.ones(2))
+    with pytest.raises(ValueError, match="all-zero"):
+        fn.add_input(accumulator, np.zeros(3))
+    with pytest.raises(ValueError, match="equal length"):
+        fn.add_input(accumulator, [np.ones(3), np.ones(2)])
+    with pytest.raises(ValueError, match="merge Gram matrices of dimension 3 and 2"):
+        fn.merge_accumulators([accumulator, fn.add_input(fn.create_accumulator(), np.ones(2))])
+
+
+def test_dim_count_combine_fn_four_methods():
+    fn = DimCountCombineFn()
+    assert fn.extract_output(fn.create_accumulator()) is None
+    left = fn.add_input(fn.add_input(fn.add_input(fn.create_accumulator(), 4), None), 8)
+    right = fn.add_input(fn.create_accumulator(), 8)
+    assert fn.extract_output(fn.merge_accumulators([left, right])) == 8
+    assert fn.extract_output(fn.merge_accumulators([right, left, fn.create_accumulator()])) == 8
+    assert fn.extract_output(left) == 4  # a tie goes to the smaller dimension
+
+
+def test_parse_embedding_reasons():
+    vector, why = parse_embedding([1, 2, 3], normalize=True)
+    np.testing.assert_array_equal(vector, [1.0, 2.0, 3.0])
+    assert why is None and vector.dtype == np.float64
+    assert parse_embedding(None, True) == (None, NO_EMBEDDING)
+    assert parse_embedding("abc", True) == (None, NOT_NUMERIC)
+    assert parse_embedding([[1.0, 2.0]], True) == (None, BAD_SHAPE)
+    assert parse_embedding([], True) == (None, BAD_SHAPE)
+    assert parse_embedding([1.0, np.inf], True) == (None, NON_FINITE)
+    assert parse_embedding([0.0, 0.0], True) == (None, ZERO_NORM)
+    assert parse_embedding([0.0, 0.0], False)[1] is None
+
+
+# --- pipelines ---------------------------------------------------------------------------
+
+
+def _single_close_to(expected):
+    def check(actual):
+        assert len(actual) == 1, actual
+        assert actual[0] == pytest.approx(expected, rel=1e-10), (actual[0], expected)
+
+    return check
+
+
+def test_vendi_score_pipeline():
+    X = _unit_rows(np.random.default_rng(10), 2500, 8)  # > BATCH_SIZE: several blocks, merged
+    with _pipeline() as pipeline:
+        scores = pipeline | "Vectors" >> beam.Create(list(X)) | VendiScore(q=2)
+        empty = pipeline | "NoVectors" >> beam.Create([]) | "EmptyScore" >> VendiScore()
+        assert_that(scores, _single_close_to(vendi_score(X, 2)), label="CheckScore")
+        assert_that(empty, equal_to([0.0]), label="CheckEmpty")
+
+
+def test_vendi_of_records_pipeline_routes_bad_records_to_errors():
+    rng = np.random.default_rng(11)
+    good = _unit_rows(rng, 40, 5)
+    records = [{"id": f"g{i}", "text": "t", EMBEDDING_FIELD: v if i % 2 else v.tolist()} for i, v in enumerate(good)]
+    bad = {
+        "missing": (None, NO_EMBEDDING),
+        "text": ("not a vector", NOT_NUMERIC),
+        "matrix": ([[1.0, 2.0]], BAD_SHAPE),
+        "nan": ([np.nan] * 5, NON_FINITE),
+        "zero": ([0.0] * 5, ZERO_NORM),
+        "short": ([1.0, 2.0, 3.0], DIM_MISMATCH),
+    }
+    records += [{"id": name, "text": "t", EMBEDDING_FIELD: value} for name, (value, _) in bad.items()]
+    expected_reasons = sorted((name, f"vendi_failed: {why}") for name, (_, why) in bad.items())
+
+    def check_errors(errors):
+        ids = [re.search(r"'id': '(\w+)'", e["raw"]).group(1) for e in errors]
+        assert sorted(zip(ids, (e["reason"] for e in errors))) == expected_reasons
+        assert all(e["source"] == "winnow.vendi" and e["position"] is None for e in errors)
+
+    def check_stats(stats):
+        (summary,) = stats
+        assert summary["n_vectors"] == 40 and summary["dim"] == 5 and summary["q"] == "inf"
+        assert summary["vendi_score"] == pytest.approx(vendi_score(good, math.inf), rel=1e-10)
+        assert set(summary["profile"]) == {"0", "0.5", "1", "2", "inf"}
+        assert summary["profile"]["1"] == pytest.approx(vendi_score(good, 1), rel=1e-10)
+
+    with _pipeline() as pipeline:
+        out = pipeline | "Records" >> beam.Create(records) | VendiOfRecords(q=math.inf)
+        empty = pipeline | "NoRecords" >> beam.Create([]) | "EmptyVendi" >> VendiOfRecords(dim=5)
+        assert_that(out["score"], _single_close_to(vendi_score(good, math.inf)), label="CheckScore")
+        assert_that(out["stats"], check_stats, label="CheckStats")
+        assert_that(out[schema.ERRORS_TAG], check_errors, label="CheckErrors")
+        assert_that(empty["score"], equal_to([0.0]), label="CheckEmptyScore")
+        assert_that(empty[schema.ERRORS_TAG], equal_to([]), label="CheckEmptyErrors")

@@ -1,0 +1,463 @@
+"""Reading documents from JSON Lines and Parquet shards; writing Parquet selections and dead letters.
+
+Inputs are glob patterns on any filesystem Beam supports (local paths, ``gs://``, ...), any mix of
+``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst`` and ``.parquet``. Files are cut into work units that
+workers read independently and stream, never whole into memory:
+
+- uncompressed JSON Lines: byte ranges of ``SPLIT_BYTES``; a line belongs to the range holding its
+  first byte, so every line is read exactly once whatever the split;
+- compressed JSON Lines: one unit per file, decompressed as a stream (gzip and zstd are not
+  splittable);
+- Parquet: one unit per row group.
+
+Every record read leaves exactly once: as a valid record (``id``, ``text``, the other fields) or as
+an error ``{"source", "position", "reason", "raw"}`` for ``errors/*.jsonl``. ``position`` is the
+byte offset of the line in the (decompressed) JSON Lines stream, or the row index in a Parquet
+file. A record without an id field gets the stable id ``"<source>:<position>"``.
+
+Problems with a whole file (a pattern matching nothing, an unknown extension, a directory, a
+corrupt compressed stream, a Parquet file without the text column) raise ``InputError`` with a
+message naming the file.
+"""
+
+import dataclasses
+import gzip
+import io
+import json
+import zlib
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms import schema
+
+NAMESPACE = "winnow.io"
+SPLIT_BYTES = 64 << 20
+RAW_PREVIEW_CHARS = 1000
+SCHEMA_PROBE_FILES = 8
+SCHEMA_PROBE_RECORDS = 1000
+EXTRA_JSON = "extra_json"
+PRIVATE_PREFIX = "__winnow"
+
+JSONL, JSONL_GZ, JSONL_ZST, PARQUET = ".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"
+FORMATS = (JSONL_GZ, JSONL_ZST, JSONL, PARQUET)  # longest suffix first
+
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_an_object"
+INVALID_UTF8 = "invalid_utf8"
+MISSING_TEXT = "missing_text"
+TEXT_NOT_STRING = "text_not_string"
+EMPTY_TEXT = "empty_text"
+INVALID_ID = "invalid_id"
+ERROR_REASONS = (INVALID_JSON, NOT_AN_OBJECT, INVALID_UTF8, MISSING_TEXT, TEXT_NOT_STRING, EMPTY_TEXT, INVALID_ID)
+
+
+class InputError(Exception):
+    """A whole input file or pattern cannot be read; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadConfig:
+    """How records are read. ``text_field`` must hold a non-empty string; ``id_field`` is optional."""
+
+    text_field: str = "text"
+    id_field: str = "id"
+    split_bytes: int = SPLIT_BYTES
+
+    def __post_init__(self):
+        if not self.text_field or not self.id_field:
+            raise ValueError(f"text_field={self.text_field!r}, id_field={self.id_field!r}; both must be non-empty")
+        if self.text_field == self.id_field:
+            raise ValueError(f"text_field and id_field are both {self.text_field!r}; they must differ")
+        if self.split_bytes < 1024:
+            raise ValueError(f"split_bytes={self.split_bytes}; expected >= 1024")
+
+
+def input_format(path: str) -> str:
+    """The format suffix of ``path`` (one of ``FORMATS``); ``InputError`` for anything else."""
+    for suffix in FORMATS:
+        if path.endswith(suffix):
+            return suffix
+    raise InputError(f"{path}: unknown input format; expected one of {', '.join(FORMATS)}")
+
+
+def match_inputs(patterns: list[str]) -> list[tuple[str, int]]:
+    """``(path, size_in_bytes)`` of every file the patterns match, sorted, each once.
+
+    Raises:
+        InputError: a pattern matches nothing, or matches a file of an unknown format or a directory.
+    """
+    files = {}
+    for pattern in patterns:
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+        except Exception as err:  # Beam raises BeamIOError with a nested dict of causes
+            raise InputError(f"{pattern}: cannot list ({err})") from None
+        if not matched:
+            raise InputError(f"{pattern}: matches no file")
+        for meta in matched:
+            try:
+                input_format(meta.path)
+            except InputError:
+                if _is_directory(meta.path):
+                    raise InputError(f"{meta.path}: is a directory; give a glob such as {meta.path.rstrip('/')}/*.jsonl") from None
+                raise
+            files[meta.path] = meta.size_in_bytes
+    return sorted(files.items())
+
+
+def _is_directory(path: str) -> bool:
+    try:
+        FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED).close()
+    except IsADirectoryError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def work_units(path: str, size: int, split_bytes: int) -> list[tuple[str, int, int]]:
+    """``(path, start, end)`` units of one file: byte ranges for plain JSON Lines, else the whole file.
+
+    Parquet files are further split into row groups by the reader (``end == -1`` marks "whole file").
+    """
+    if input_format(path) != JSONL or size <= split_bytes:
+        return [(path, 0, -1)]
+    return [(path, start, min(start + split_bytes, size)) for start in range(0, size, split_bytes)]
+
+
+def error_record(source: str, position, reason: str, raw) -> dict:
+    """A dead-letter record; ``raw`` is kept as text, truncated to ``RAW_PREVIEW_CHARS``."""
+    if isinstance(raw, (bytes, bytearray)):
+        raw = bytes(raw[: RAW_PREVIEW_CHARS * 4]).decode("utf-8", errors="replace")
+    elif not isinstance(raw, str):
+        raw = repr(raw)
+    return {"source": source, "position": position, "reason": reason, "raw": raw[:RAW_PREVIEW_CHARS]}
+
+
+def validate_fields(obj: dict, source: str, position: int, config: ReadConfig) -> tuple[dict | None, str | None]:
+    """``(record, None)`` for a valid object, ``(None, reason)`` otherwise.
+
+    The record has ``id`` (the id field as str, or ``"<source>:<position>"`` when absent or null),
+    ``text`` and every other field. Text must be a non-blank string encodable as UTF-8 (JSON
+    allows lone surrogates; Parquet does not); ids must be non-empty strings or integers.
+    """
+    text = obj.get(config.text_field)
+    if text is None:
+        return None, MISSING_TEXT
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, INVALID_UTF8
+    if not isinstance(text, str):
+        return None, TEXT_NOT_STRING
+    if not text.strip():
+        return None, EMPTY_TEXT
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None, INVALID_UTF8
+    doc_id = obj.get(config.id_field)
+    if doc_id is None:
+        doc_id = f"{source}:{position}"
+    elif isinstance(doc_id, int) and not isinstance(doc_id, bool):
+        doc_id = str(doc_id)
+    elif not isinstance(doc_id, str) or not doc_id:
+        return None, INVALID_ID
+    record = {k: v for k, v in obj.items() if k not in (config.text_field, config.id_field)}
+    record[schema.ID] = doc_id
+    record[schema.TEXT] = text
+    return record, None
+
+
+def parse_jsonl_line(line: bytes, source: str, position: int, config: ReadConfig) -> tuple[dict | None, dict | None]:
+    """One JSON Lines line -> ``(record, None)`` or ``(None, error_record)``."""
+    try:
+        decoded = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, error_record(source, position, INVALID_UTF8, line)
+    try:
+        obj = json.loads(decoded)
+    except ValueError:
+        return None, error_record(source, position, INVALID_JSON, decoded)
+    if not isinstance(obj, dict):
+        return None, error_record(source, position, NOT_AN_OBJECT, decoded)
+    record, reason = validate_fields(obj, source, position, config)
+    if reason:
+        return None, error_record(source, position, reason, decoded)
+    return record, None
+
+
+def _open_jsonl_stream(path: str, fmt: str):
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if fmt == JSONL_GZ:
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20)
+    if fmt == JSONL_ZST:
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return io.BufferedReader(reader, buffer_size=1 << 20)
+    return raw
+
+
+def jsonl_lines(path: str, start: int, end: int):
+    """``(position, line)`` of the non-blank lines whose first byte lies in ``[start, end)``.
+
+    ``end == -1`` reads to the end of the stream. Compressed files are read from the start.
+
+    Raises:
+        InputError: the compressed stream is corrupt or truncated.
+    """
+    fmt = input_format(path)
+    stream = _open_jsonl_stream(path, fmt)
+    position = start
+    try:
+        if start > 0:  # the line holding byte start - 1 belongs to the previous range
+            stream.seek(start - 1)
+            position = start - 1 + len(stream.readline())
+        for line in stream:
+            if end != -1 and position >= end:
+                break
+            if position == 0 and line.startswith(b"\xef\xbb\xbf"):
+                line_body = line[3:]
+            else:
+                line_body = line
+            if line_body.strip():
+                yield position, line_body.rstrip(b"\r\n")
+            position += len(line)
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError) as err:
+        raise InputError(f"{path}: corrupt or truncated {fmt} stream after byte {position} of its content: {err}") from None
+    finally:
+        stream.close()
+
+
+def _parquet_file(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+
+
+def parquet_rows(path: str, config: ReadConfig):
+    """``(row_group, first_row, rows)`` of every row group of a Parquet file, rows as dicts.
+
+    Raises:
+        InputError: not a Parquet file, or no ``text_field`` column.
+    """
+    parquet = _parquet_file(path)
+    names = parquet.schema_arrow.names
+    if config.text_field not in names:
+        raise InputError(f"{path}: Parquet file has no column {config.text_field!r} (columns: {', '.join(names)})")
+    first_row = 0
+    for group in range(parquet.num_row_groups):
+        try:
+            rows = parquet.read_row_group(group).to_pylist()
+        except (pa.ArrowInvalid, OSError) as err:
+            raise InputError(f"{path}: corrupt Parquet row group {group}: {err}") from None
+        yield group, first_row, rows
+        first_row += len(rows)
+
+
+class _ReadUnitFn(beam.DoFn):
+    """(path, start, end) -> valid records; invalid ones -> ``errors`` with a counter per reason."""
+
+    def __init__(self, config: ReadConfig):
+        self._config = config
+
+    def setup(self):
+        self._read = Metrics.counter(NAMESPACE, "records_read")
+        self._valid = Metrics.counter(NAMESPACE, "valid")
+        self._invalid = {reason: Metrics.counter(NAMESPACE, f"invalid_{reason}") for reason in ERROR_REASONS}
+
+    def _emit(self, record, error):
+        self._read.inc()
+        if error is not None:
+            self._invalid[error["reason"]].inc()
+            return beam.pvalue.TaggedOutput(schema.ERRORS_TAG, error)
+        self._valid.inc()
+        return record
+
+    def process(self, unit):
+        path, start, end = unit
+        if input_format(path) == PARQUET:
+            for _, first_row, rows in parquet_rows(path, self._config):
+                for offset, row in enumerate(rows):
+                    position = first_row + offset
+                    record, reason = validate_fields(row, path, position, self._config)
+                    error = error_record(path, position, reason, json.dumps(row, default=str)) if reason else None
+                    yield self._emit(record, error)
+            return
+        for position, line in jsonl_lines(path, start, end):
+            yield self._emit(*parse_jsonl_line(line, path, position, self._config))
+
+
+class ReadDocuments(beam.PTransform):
+    """Read records from glob patterns: ``{"records": valid records, "errors": dead letters}``.
+
+    The patterns are matched when the pipeline is built, so a pattern matching nothing fails
+    before anything runs.
+    """
+
+    def __init__(self, patterns: list[str], config: ReadConfig = ReadConfig()):
+        super().__init__()
+        self._patterns = list(patterns)
+        self._config = config
+
+    def expand(self, pbegin):
+        files = match_inputs(self._patterns)
+        units = [unit for path, size in files for unit in work_units(path, size, self._config.split_bytes)]
+        # Reshuffle spreads the units over workers instead of reading them where Create ran.
+        results = (
+            pbegin
+            | "ListUnits" >> beam.Create(units)
+            | "SpreadUnits" >> beam.Reshuffle()
+            | "ReadUnits" >> beam.ParDo(_ReadUnitFn(self._config)).with_outputs(schema.ERRORS_TAG, main="records")
+        )
+        return {"records": results.records, "errors": results[schema.ERRORS_TAG]}
+
+
+# --- output schema and writing ---------------------------------------------------------------
+
+
+def _column_type(arrow_type: pa.DataType) -> pa.DataType:
+    """Integers, floats and booleans keep their kind; everything else (strings, nested) is a string column."""
+    if pa.types.is_integer(arrow_type):
+        return pa.int64()
+    if pa.types.is_floating(arrow_type):
+        return pa.float64()
+    if pa.types.is_boolean(arrow_type):
+        return pa.bool_()
+    return pa.string()
+
+
+def probe_extra_fields(patterns: list[str], config: ReadConfig) -> dict[str, pa.DataType]:
+    """Types of the input fields other than id and text, from the first records of the first files.
+
+    Reads at most ``SCHEMA_PROBE_RECORDS`` valid records from each of the first
+    ``SCHEMA_PROBE_FILES`` files (Parquet: the file schema). Fields first seen later in the data
+    are not lost: ``conform_row`` keeps them in the ``extra_json`` column.
+    """
+    fields: dict[str, pa.DataType] = {}
+    for path, _ in match_inputs(patterns)[:SCHEMA_PROBE_FILES]:
+        if input_format(path) == PARQUET:
+            arrow_schema = _parquet_file(path).schema_arrow
+            found = {f.name: f.type for f in arrow_schema}
+        else:
+            rows = []
+            for position, line in jsonl_lines(path, 0, -1):
+                record, _ = parse_jsonl_line(line, path, position, config)
+                if record is not None:
+                    rows.append({k: v for k, v in record.items() if k not in (schema.ID, schema.TEXT)})
+                if len(rows) >= SCHEMA_PROBE_RECORDS:
+                    break
+            try:
+                found = {f.name: f.type for f in pa.Table.from_pylist(rows).schema} if rows else {}
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                found = {key: pa.string() for row in rows for key in row}
+        for name, arrow_type in found.items():
+            if name in (config.id_field, config.text_field) or name in schema.RESERVED_COLUMNS or name == EXTRA_JSON:
+                continue
+            value_type = _column_type(arrow_type)
+            if fields.get(name, value_type) != value_type:
+                value_type = pa.string()
+            fields[name] = value_type
+    return dict(sorted(fields.items()))
+
+
+def selected_schema(extra_fields: dict[str, pa.DataType]) -> pa.Schema:
+    """id, text, the probed input fields, ``extra_json``, then the score columns (CONTRACT.md)."""
+    return pa.schema(
+        [pa.field(schema.ID, pa.string(), nullable=False), pa.field(schema.TEXT, pa.string(), nullable=False)]
+        + [pa.field(name, arrow_type) for name, arrow_type in extra_fields.items()]
+        + [pa.field(EXTRA_JSON, pa.string())]
+        + [pa.field(name, arrow_type) for name, arrow_type in schema.SCORE_COLUMNS.items()]
+    )
+
+
+def scores_schema() -> pa.Schema:
+    """id, the score columns, ``selected`` and ``drop_reason``: one row per valid input record."""
+    return pa.schema(
+        [pa.field(schema.ID, pa.string(), nullable=False)]
+        + [pa.field(name, arrow_type) for name, arrow_type in schema.SCORE_COLUMNS.items()]
+        + [pa.field(schema.SELECTED, pa.bool_(), nullable=False), pa.field(schema.DROP_REASON, pa.string())]
+    )
+
+
+def _fits(value, arrow_type: pa.DataType) -> bool:
+    if pa.types.is_string(arrow_type):
+        return isinstance(value, str)
+    if pa.types.is_boolean(arrow_type):
+        return isinstance(value, bool)
+    if pa.types.is_integer(arrow_type):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if pa.types.is_floating(arrow_type):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return False
+
+
+def conform_row(record: dict, arrow_schema: pa.Schema) -> dict:
+    """The record as a row of ``arrow_schema``: missing columns null, private fields dropped.
+
+    An input field that is not in the schema, or whose value does not fit its column's type (a
+    nested value, a string where the probe saw numbers, ...), is kept in ``extra_json``, a JSON
+    object of such fields, so nothing the input held is lost.
+    """
+    row = {name: None for name in arrow_schema.names}
+    leftovers = {}
+    for key, value in record.items():
+        if key.startswith(PRIVATE_PREFIX):
+            continue
+        if key not in row or key == EXTRA_JSON:
+            leftovers[key] = value
+            continue
+        arrow_type = arrow_schema.field(key).type
+        if value is None or key in schema.SCORE_COLUMNS or key in (schema.ID, schema.TEXT, schema.DROP_REASON, schema.SELECTED):
+            row[key] = value
+        elif _fits(value, arrow_type):
+            row[key] = float(value) if pa.types.is_floating(arrow_type) else value
+        elif pa.types.is_string(arrow_type):
+            row[key] = json.dumps(value, ensure_ascii=False, default=str)
+        else:
+            leftovers[key] = value
+    if leftovers:
+        row[EXTRA_JSON] = json.dumps(leftovers, ensure_ascii=False, default=str, sort_keys=True)
+    return row
+
+
+class WriteParquet(beam.PTransform):
+    """Write records conformed to ``arrow_schema`` as ``<prefix>-SSSSS-of-NNNNN.parquet``.
+
+    Beam's file sink writes to a temporary directory and renames the shards into place when the
+    pipeline finalizes, so a failed run leaves no partial shard under the final name.
+    """
+
+    def __init__(self, file_prefix: str, arrow_schema: pa.Schema):
+        super().__init__()
+        self._prefix = file_prefix
+        self._schema = arrow_schema
+
+    def expand(self, records):
+        return (
+            records
+            | "ToRows" >> beam.Map(conform_row, self._schema)
+            | "Write" >> beam.io.WriteToParquet(self._prefix, self._schema, file_name_suffix=".parquet", codec="zstd")
+        )
+
+
+class WriteErrors(beam.PTransform):
+    """Write dead-letter records as JSON Lines ``<prefix>-SSSSS-of-NNNNN.jsonl``."""
+
+    def __init__(self, file_prefix: str):
+        super().__init__()
+        self._prefix = file_prefix
+
+    def expand(self, errors):
+        return (
+            errors
+            | "ToJson" >> beam.Map(lambda error: json.dumps(error, ensure_ascii=False, sort_keys=True, default=str))
+            | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
+        )

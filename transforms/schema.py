@@ -1,0 +1,56 @@
+"""The record contract every transform shares (see CONTRACT.md).
+
+A record flowing through winnow is a plain ``dict``:
+
+- ``id`` (str) and ``text`` (str, non-empty): always present once a record is read and valid;
+- the other input fields, unchanged;
+- score columns (``SCORE_COLUMNS``), added by the method that computes them;
+- ``drop_reason`` (str or absent/None): set by the first stage that rules the record out of
+  selection (a duplicate, too short, ...). Later stages keep an existing reason and do not
+  score dropped records for selection; ``not_selected`` is set by the selection itself.
+
+Invalid records never become records: readers and scorers emit them on the ``errors`` output as
+``{"source", "position", "reason", "raw"}`` dicts, written to ``errors/*.jsonl``.
+"""
+
+import pyarrow as pa
+
+ID, TEXT = "id", "text"
+DROP_REASON, SELECTED = "drop_reason", "selected"
+ERRORS_TAG = "errors"
+
+DSIR_LOG_WEIGHT = "dsir_log_weight"
+ZIPFIT_ALIGNMENT = "zipfit_alignment"
+CLUSTER = "cluster"
+CLUSTER_DISTANCE = "cluster_distance"
+DUPLICATE_OF = "duplicate_of"
+
+SCORE_COLUMNS = {
+    DSIR_LOG_WEIGHT: pa.float64(),
+    ZIPFIT_ALIGNMENT: pa.float64(),
+    CLUSTER: pa.int32(),
+    CLUSTER_DISTANCE: pa.float32(),
+    DUPLICATE_OF: pa.string(),
+}
+
+EXACT_DUPLICATE = "exact_duplicate"
+NEAR_DUPLICATE = "near_duplicate"
+SEMANTIC_DUPLICATE = "semantic_duplicate"
+TOO_SHORT = "too_short"
+NOT_SELECTED = "not_selected"
+DROP_REASONS = (EXACT_DUPLICATE, NEAR_DUPLICATE, SEMANTIC_DUPLICATE, TOO_SHORT, NOT_SELECTED)
+
+RESERVED_COLUMNS = frozenset({ID, TEXT, DROP_REASON, SELECTED, *SCORE_COLUMNS})
+
+
+def is_eligible(record: dict) -> bool:
+    """A record can still be selected: no earlier stage dropped it."""
+    return record.get(DROP_REASON) is None
+
+
+def drop(record: dict, reason: str, **columns) -> dict:
+    """A copy of ``record`` dropped for ``reason`` unless it already was; ``columns`` are set either way."""
+    out = {**record, **columns}
+    if out.get(DROP_REASON) is None:
+        out[DROP_REASON] = reason
+    return out

@@ -1,0 +1,313 @@
+"""Selecting exactly N records per group by highest key, without a global sort or collect.
+
+Every method reduces to this: each eligible record carries a float ``key`` and an int ``group``
+(0 when there are no groups); group ``g`` gets a quota ``q_g`` from the group sizes; the
+selection is the first ``q_g`` records of each group in the order *key descending, then id
+ascending*. Random selection is the same with keys drawn from a hash of ``(seed, id)``, and DSIR's
+importance resampling is Gumbel top-k: ``key = log w + G`` with ``G = -log(-log u)``, which
+samples without replacement with probability proportional to ``w`` (Kool et al. 2019).
+
+The selection is a radix select over the keys' bits (64-bit order-preserving image of the
+float), ``N_PASSES`` passes of ``DIGIT_BITS`` bits each:
+
+1. count the eligible records per group; ``quota_fn(counts)`` gives the quotas;
+2. each pass histograms the next digit of the records still tied with the boundary prefix and
+   keeps the digit that holds the ``r``-th largest key (a fixed-size ``2**DIGIT_BITS`` histogram
+   per group, combined across workers);
+3. the few records whose top ``N_PASSES * DIGIT_BITS`` bits equal the boundary are gathered per
+   group and ordered by (key desc, id asc): the ``r``-th is the boundary ``(bits*, id*)``;
+4. a record is selected iff ``bits > bits*`` or ``bits == bits* and id <= id*``.
+
+Step 3 is the only gather: its size is the number of keys equal to the boundary in their top 48
+bits, a handful unless the keys themselves are massively tied.
+"""
+
+import dataclasses
+import hashlib
+import math
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from transforms import schema
+
+NAMESPACE = "winnow.select"
+KEY = "__winnow_key"
+GROUP = "__winnow_group"
+DIGIT_BITS = 16
+N_PASSES = 3
+_SIGN = np.uint64(1 << 63)
+
+# Boundary states per group: every record in, none in, still searching, or the exact boundary.
+ALL, NONE, SEARCH, FOUND = "all", "none", "search", "found"
+
+
+# --- keys --------------------------------------------------------------------------------
+
+
+def hash_uniform(ids: list[str], seed: int) -> np.ndarray:
+    """(len(ids),) float64 in (0, 1): ``(blake2b_64(f"{seed}:{id}") + 0.5) / 2**64``, the same on every worker."""
+    values = [
+        int.from_bytes(hashlib.blake2b(f"{seed}:{doc_id}".encode("utf-8"), digest_size=8).digest(), "big")
+        for doc_id in ids
+    ]
+    return (np.array(values, dtype=np.float64) + 0.5) / 2.0**64
+
+
+def gumbel_noise(ids: list[str], seed: int) -> np.ndarray:
+    """(len(ids),) float64 standard Gumbel noise ``-log(-log u)``, u from ``hash_uniform``."""
+    return -np.log(-np.log(hash_uniform(ids, seed)))
+
+
+def order_bits(keys: np.ndarray) -> np.ndarray:
+    """uint64 image of float64 keys that preserves order (``a < b`` iff ``bits(a) < bits(b)``).
+
+    Non-negative floats get the sign bit set; negative floats have all bits flipped. NaN keys
+    rank lowest.
+    """
+    keys = np.where(np.isnan(keys), -np.inf, np.asarray(keys, dtype=np.float64))
+    raw = keys.view(np.uint64)
+    return np.where(raw & _SIGN, ~raw, raw | _SIGN)
+
+
+def digits(bits: np.ndarray, pass_index: int) -> np.ndarray:
+    """The ``pass_index``-th ``DIGIT_BITS``-bit digit of each value, most significant first."""
+    shift = np.uint64(64 - DIGIT_BITS * (pass_index + 1))
+    return ((bits >> shift) & np.uint64((1 << DIGIT_BITS) - 1)).astype(np.int64)
+
+
+def prefixes(bits: np.ndarray, n_digits: int) -> np.ndarray:
+    """The top ``n_digits`` digits of each value (0 when ``n_digits == 0``)."""
+    if n_digits == 0:
+        return np.zeros(len(bits), dtype=np.uint64)
+    return bits >> np.uint64(64 - DIGIT_BITS * n_digits)
+
+
+# --- quotas and boundary states ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TotalQuota:
+    """Quota for a single group (group 0): exactly ``n`` records, or ``round(fraction * count)``.
+
+    Asking for more records than the group holds selects the whole group.
+    """
+
+    n: int | None = None
+    fraction: float | None = None
+
+    def __post_init__(self):
+        if (self.n is None) == (self.fraction is None):
+            raise ValueError(f"give exactly one of n={self.n} and fraction={self.fraction}")
+        if self.n is not None and self.n < 0:
+            raise ValueError(f"n={self.n}; expected >= 0")
+        if self.fraction is not None and not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"fraction={self.fraction}; expected 0 <= fraction <= 1")
+
+    def total(self, pool: int) -> int:
+        """The number of records to select from a pool of ``pool`` eligible records."""
+        wanted = self.n if self.n is not None else math.floor(self.fraction * pool + 0.5)
+        return min(wanted, pool)
+
+    def __call__(self, counts: dict[int, int]) -> dict[int, int]:
+        return {group: self.total(count) for group, count in counts.items()}
+
+
+def initial_states(counts: dict[int, int], quotas: dict[int, int]) -> dict[int, tuple]:
+    """Per group: ``(ALL,)``, ``(NONE,)`` or ``(SEARCH, prefix=0, rank=quota)``."""
+    states = {}
+    for group, count in counts.items():
+        quota = quotas.get(group, 0)
+        if quota >= count:
+            states[group] = (ALL,)
+        elif quota <= 0:
+            states[group] = (NONE,)
+        else:
+            states[group] = (SEARCH, 0, quota)
+    return states
+
+
+def narrow(state: tuple, histogram: np.ndarray) -> tuple:
+    """Extend a SEARCH prefix by the digit holding the ``rank``-th largest key.
+
+    ``histogram`` (2**DIGIT_BITS,) int64 counts the next digit of the records tied with the
+    prefix. The rank becomes the rank within that digit.
+    """
+    _, prefix, rank = state
+    from_top = np.cumsum(histogram[::-1])
+    index = int(np.searchsorted(from_top, rank))  # first position where the count reaches rank
+    digit = len(histogram) - 1 - index
+    above = int(from_top[index - 1]) if index > 0 else 0
+    return (SEARCH, (prefix << DIGIT_BITS) | digit, rank - above)
+
+
+def boundary_from_ties(candidates: list[tuple[int, str]], rank: int) -> tuple:
+    """``(FOUND, bits*, id*)``: the ``rank``-th of the tied candidates in (bits desc, id asc) order."""
+    ordered = sorted(candidates, key=lambda pair: (-pair[0], pair[1]))
+    bits, doc_id = ordered[rank - 1]
+    return (FOUND, bits, doc_id)
+
+
+def is_selected(state: tuple, bits: int, doc_id: str) -> bool:
+    """Whether a record with these key bits and id is within its group's boundary."""
+    kind = state[0]
+    if kind == ALL:
+        return True
+    if kind == NONE:
+        return False
+    _, boundary_bits, boundary_id = state
+    return bits > boundary_bits or (bits == boundary_bits and doc_id <= boundary_id)
+
+
+# --- Beam wrappers -----------------------------------------------------------------------
+
+
+class _KeyBatch:
+    """A batch of eligible records' (group, key bits, id), as arrays."""
+
+    def __init__(self, triples: list[tuple[int, float, str]]):
+        self.groups = np.array([t[0] for t in triples], dtype=np.int64)
+        self.bits = order_bits(np.array([t[1] for t in triples], dtype=np.float64))
+        self.ids = [t[2] for t in triples]
+
+    def searching(self, states: dict, n_digits: int) -> dict[int, np.ndarray]:
+        """Per group still searching, the mask of this batch's records tied with its prefix."""
+        masks = {}
+        record_prefixes = prefixes(self.bits, n_digits)
+        for group in np.unique(self.groups).tolist():
+            state = states.get(group)
+            if state is not None and state[0] == SEARCH:
+                masks[group] = (self.groups == group) & (record_prefixes == np.uint64(state[1]))
+        return masks
+
+
+class CountPerGroupCombineFn(beam.CombineFn):
+    """Key batches -> ``{group: number of eligible records}`` (an empty dict for no input)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, counts, batch):
+        groups, sizes = np.unique(batch.groups, return_counts=True)
+        for group, size in zip(groups.tolist(), sizes.tolist()):
+            counts[group] = counts.get(group, 0) + size
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        merged = {}
+        for counts in accumulators:
+            for group, size in counts.items():
+                merged[group] = merged.get(group, 0) + size
+        return merged
+
+    def extract_output(self, counts):
+        return counts
+
+
+class HistogramCombineFn(beam.CombineFn):
+    """Digit arrays -> (2**DIGIT_BITS,) int64 histogram; per key with ``CombinePerKey``."""
+
+    def create_accumulator(self):
+        return np.zeros(1 << DIGIT_BITS, dtype=np.int64)
+
+    def add_input(self, histogram, digit_values):
+        return histogram + np.bincount(digit_values, minlength=1 << DIGIT_BITS)
+
+    def merge_accumulators(self, accumulators):
+        return np.sum(list(accumulators), axis=0)
+
+    def extract_output(self, histogram):
+        return histogram
+
+
+def _digit_values(batch: _KeyBatch, states: dict, pass_index: int):
+    for group, mask in batch.searching(states, pass_index).items():
+        if mask.any():
+            yield group, digits(batch.bits[mask], pass_index)
+
+
+def _tied_candidates(batch: _KeyBatch, states: dict):
+    for group, mask in batch.searching(states, N_PASSES).items():
+        for index in np.flatnonzero(mask).tolist():
+            yield group, (int(batch.bits[index]), batch.ids[index])
+
+
+def _narrow_all(states: dict, histograms: dict) -> dict:
+    return {g: narrow(s, histograms[g]) if s[0] == SEARCH else s for g, s in states.items()}
+
+
+def _resolve_all(states: dict, ties: dict) -> dict:
+    return {g: boundary_from_ties(ties[g], s[2]) if s[0] == SEARCH else s for g, s in states.items()}
+
+
+class _DecideFn(beam.DoFn):
+    """Mark each record selected, or drop it as ``not_selected``; strip the private key fields."""
+
+    def setup(self):
+        self._selected = Metrics.counter(NAMESPACE, "selected")
+        self._not_selected = Metrics.counter(NAMESPACE, schema.NOT_SELECTED)
+
+    def process(self, record, boundaries):
+        key, group = record.get(KEY), record.get(GROUP)
+        record = {name: value for name, value in record.items() if name not in (KEY, GROUP)}
+        if not schema.is_eligible(record):
+            yield {**record, schema.SELECTED: False}
+            return
+        bits = int(order_bits(np.array([key], dtype=np.float64))[0])
+        if is_selected(boundaries[group], bits, record[schema.ID]):
+            self._selected.inc()
+            yield {**record, schema.SELECTED: True}
+        else:
+            self._not_selected.inc()
+            yield {**schema.drop(record, schema.NOT_SELECTED), schema.SELECTED: False}
+
+
+def _key_triple(record: dict) -> tuple[int, float, str]:
+    return record[GROUP], record[KEY], record[schema.ID]
+
+
+class SelectTop(beam.PTransform):
+    """Select the first ``quota_fn(counts)[g]`` eligible records of each group ``g`` by (key desc, id asc).
+
+    Input records carry ``KEY`` (float) and ``GROUP`` (int) when eligible. Output: every record
+    once, with ``selected`` (bool), non-selected eligible records dropped as ``not_selected``,
+    and the private fields removed; plus ``stats`` ``{"pool": {g: count}, "quota": {g: quota}}``.
+
+    Args:
+        quota_fn: picklable callable ``{group: eligible count} -> {group: quota}``; e.g. ``TotalQuota(n=1000)``.
+    """
+
+    def __init__(self, quota_fn):
+        super().__init__()
+        self._quota_fn = quota_fn
+
+    def expand(self, records):
+        quota_fn = self._quota_fn
+        # (group, key, id) triples in numpy batches: every pass below is vectorized per batch.
+        batches = (
+            records
+            | "Eligible" >> beam.Filter(schema.is_eligible)
+            | "KeyTriples" >> beam.Map(_key_triple)
+            | "BatchKeys" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
+            | "ToKeyBatch" >> beam.Map(_KeyBatch)
+        )
+        counts = batches | "CountPerGroup" >> beam.CombineGlobally(CountPerGroupCombineFn())
+        states = counts | "InitialStates" >> beam.Map(lambda c: initial_states(c, quota_fn(c)))
+        for pass_index in range(N_PASSES):
+            histograms = (
+                batches
+                | f"Digits{pass_index}" >> beam.FlatMap(_digit_values, beam.pvalue.AsSingleton(states), pass_index)
+                | f"Histogram{pass_index}" >> beam.CombinePerKey(HistogramCombineFn())
+            )
+            states = states | f"Narrow{pass_index}" >> beam.Map(_narrow_all, beam.pvalue.AsDict(histograms))
+        ties = (
+            batches
+            | "TiedCandidates" >> beam.FlatMap(_tied_candidates, beam.pvalue.AsSingleton(states))
+            | "GroupTies" >> beam.GroupByKey()
+            | "TiesToList" >> beam.MapTuple(lambda group, pairs: (group, list(pairs)))
+        )
+        boundaries = states | "Resolve" >> beam.Map(_resolve_all, beam.pvalue.AsDict(ties))
+        decided = records | "Decide" >> beam.ParDo(_DecideFn(), beam.pvalue.AsSingleton(boundaries))
+        stats = counts | "Stats" >> beam.Map(lambda c: {"pool": c, "quota": quota_fn(c)})
+        return {"records": decided, "stats": stats}
