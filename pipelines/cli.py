@@ -1,8 +1,8 @@
 """The ``winnow`` command: ``winnow select|dedup|vendi ...``.
 
 Errors a user can act on (bad flags, unreadable inputs, a failed job's cause) are printed as one
-line, ``winnow <command>: error: ...``, with exit code 2 (usage) or 1 (the job failed) — not as
-a traceback. ``WINNOW_DEBUG=1`` shows the traceback too.
+line, ``winnow <command>: error: ...``, with exit code 2 (a bad flag or input, found before the
+job runs) or 1 (the job failed) — not as a traceback. ``WINNOW_DEBUG=1`` shows the traceback too.
 """
 
 import logging
@@ -25,10 +25,12 @@ class _DropImportNoise(logging.Filter):
         return "apitools not found" not in record.getMessage()
 
 
-def configure_logging() -> None:
-    """winnow's progress at INFO, everything else (Beam) at WARNING, on stderr.
+def configure_logging(debug: bool) -> None:
+    """winnow's progress at INFO on stderr; Beam's own logs only with ``debug``.
 
-    Must run before apache_beam is imported, so Beam's import-time warning meets this handler.
+    Without ``debug`` a failing job's cause reaches the user as winnow's one-line error, not as
+    the worker tracebacks Beam logs. Must run before apache_beam is imported, so Beam's
+    import-time warning meets this handler.
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_DropImportNoise())
@@ -37,6 +39,7 @@ def configure_logging() -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("winnow").setLevel(logging.INFO)
+    logging.getLogger("apache_beam").setLevel(logging.WARNING if debug else logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, end="")
         return 0 if argv else 2
-    configure_logging()
+    debug = bool(os.environ.get("WINNOW_DEBUG"))
+    configure_logging(debug)
     from pipelines import options, runner, select_job
     from transforms import io
 
@@ -55,11 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return commands[command](rest)
+    except SystemExit as exit_request:  # argparse: --help (0) or a malformed flag (2), already printed
+        return exit_request.code
     except (options.UsageError, io.InputError, runner.JobFailed) as err:
-        if os.environ.get("WINNOW_DEBUG"):
+        if debug:
             raise
         print(f"winnow {command}: error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, options.UsageError) else 1
+        return 1 if isinstance(err, runner.JobFailed) else 2
 
 
 if __name__ == "__main__":

@@ -90,8 +90,7 @@ class SelectJob:
 def _attach_random_key(record: dict, seed: int) -> dict:
     if not schema.is_eligible(record):
         return record
-    key = float(select.hash_uniform([record[schema.ID]], seed)[0])
-    return {**record, select.KEY: key, select.GROUP: 0}
+    return {**record, select.KEY: select.uniform_from_id(record[schema.ID], seed), select.GROUP: 0}
 
 
 def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
@@ -118,8 +117,8 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     args, beam_flags = options.parse(select_parser(), argv)
     job = SelectJob.from_args(args)
-    runner.prepare_output(job.output, job.overwrite)
     selected_schema = io.selected_schema(io.probe_extra_fields(list(job.inputs), job.read))
+    runner.prepare_output(job.output, job.overwrite)
     pipeline = runner.make_pipeline(beam_flags)
     build(pipeline, job, selected_schema)
     built = time.perf_counter()

@@ -194,13 +194,56 @@ def parse_jsonl_line(line: bytes, source: str, position: int, config: ReadConfig
     return record, None
 
 
+class _ZstdStream(io.RawIOBase):
+    """Decompressed bytes of concatenated zstd frames; ``ZstdError`` when the last frame is cut short.
+
+    (zstandard's own ``stream_reader`` ends silently on a truncated frame.)
+    """
+
+    def __init__(self, raw):
+        super().__init__()
+        self._raw = raw
+        self._context = zstandard.ZstdDecompressor()
+        self._frame = self._context.decompressobj()
+        self._pending = b""
+        self._in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                if self._in_frame:
+                    raise zstandard.ZstdError("stream ends inside a zstd frame")
+                return 0
+            self._decompress(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def _decompress(self, chunk: bytes) -> None:
+        while chunk:
+            self._pending += self._frame.decompress(chunk)
+            self._in_frame = not self._frame.eof
+            chunk = b""
+            if self._frame.eof:
+                chunk = self._frame.unused_data
+                self._frame = self._context.decompressobj()
+
+    def close(self):
+        self._raw.close()
+        super().close()
+
+
 def _open_jsonl_stream(path: str, fmt: str):
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     if fmt == JSONL_GZ:
         return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20)
     if fmt == JSONL_ZST:
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)
+        return io.BufferedReader(_ZstdStream(raw), buffer_size=1 << 20)
     return raw
 
 

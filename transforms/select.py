@@ -25,6 +25,7 @@ bits, a handful unless the keys themselves are massively tied.
 import dataclasses
 import hashlib
 import math
+import struct
 
 import apache_beam as beam
 import numpy as np
@@ -46,13 +47,15 @@ ALL, NONE, SEARCH, FOUND = "all", "none", "search", "found"
 # --- keys --------------------------------------------------------------------------------
 
 
+def uniform_from_id(doc_id: str, seed: int) -> float:
+    """A float in (0, 1): ``(blake2b_64(f"{seed}:{id}") + 0.5) / 2**64``, the same on every worker."""
+    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode("utf-8"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") + 0.5) / 2.0**64
+
+
 def hash_uniform(ids: list[str], seed: int) -> np.ndarray:
-    """(len(ids),) float64 in (0, 1): ``(blake2b_64(f"{seed}:{id}") + 0.5) / 2**64``, the same on every worker."""
-    values = [
-        int.from_bytes(hashlib.blake2b(f"{seed}:{doc_id}".encode("utf-8"), digest_size=8).digest(), "big")
-        for doc_id in ids
-    ]
-    return (np.array(values, dtype=np.float64) + 0.5) / 2.0**64
+    """(len(ids),) float64: ``uniform_from_id`` of each id."""
+    return np.fromiter((uniform_from_id(doc_id, seed) for doc_id in ids), dtype=np.float64, count=len(ids))
 
 
 def gumbel_noise(ids: list[str], seed: int) -> np.ndarray:
@@ -69,6 +72,14 @@ def order_bits(keys: np.ndarray) -> np.ndarray:
     keys = np.where(np.isnan(keys), -np.inf, np.asarray(keys, dtype=np.float64))
     raw = keys.view(np.uint64)
     return np.where(raw & _SIGN, ~raw, raw | _SIGN)
+
+
+def key_bits(key: float) -> int:
+    """``order_bits`` of one key, in plain Python (per-record paths avoid numpy's call overhead)."""
+    if key != key:  # NaN
+        key = -math.inf
+    raw = struct.unpack("<Q", struct.pack("<d", key))[0]
+    return raw ^ 0xFFFF_FFFF_FFFF_FFFF if raw >> 63 else raw | (1 << 63)
 
 
 def digits(bits: np.ndarray, pass_index: int) -> np.ndarray:
@@ -254,7 +265,7 @@ class _DecideFn(beam.DoFn):
         if not schema.is_eligible(record):
             yield {**record, schema.SELECTED: False}
             return
-        bits = int(order_bits(np.array([key], dtype=np.float64))[0])
+        bits = key_bits(key)
         if is_selected(boundaries[group], bits, record[schema.ID]):
             self._selected.inc()
             yield {**record, schema.SELECTED: True}

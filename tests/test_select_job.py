@@ -1,0 +1,151 @@
+"""``winnow select`` end to end on the demo corpus: outputs, accounting, determinism, CLI errors."""
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from pipelines import cli
+from transforms import schema
+
+
+def _run(*argv) -> int:
+    return cli.main(["select", *argv])
+
+
+def _table(directory):
+    files = sorted(directory.glob("*.parquet"))
+    assert files, f"no Parquet files in {directory}"
+    return pa.concat_tables(pq.read_table(f) for f in files)
+
+
+def _errors(output):
+    return [json.loads(line) for path in sorted((output / "errors").glob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def _raw_line_count(demo_dir) -> int:
+    """Records in the raw shards as stored, counted independently of winnow's reader."""
+    raw = demo_dir / "raw"
+    lines = len((raw / "shard-0.jsonl").read_bytes().splitlines())
+    lines += len(gzip.decompress((raw / "shard-1.jsonl.gz").read_bytes()).splitlines())
+    lines += len(zstandard.ZstdDecompressor().decompressobj().decompress((raw / "shard-2.jsonl.zst").read_bytes()).splitlines())
+    lines += pq.ParquetFile(raw / "shard-3.parquet").metadata.num_rows
+    return lines
+
+
+@pytest.fixture(scope="module")
+def random_run(demo_corpus, tmp_path_factory):
+    demo_dir, _ = demo_corpus
+    output = tmp_path_factory.mktemp("run") / "out"
+    assert _run("--input", str(demo_dir / "raw" / "*"), "--output", str(output), "--num-select", "123", "--write-scores", "--seed", "7") == 0
+    return demo_dir, output
+
+
+def test_outputs_exist_with_contract_columns(random_run):
+    _, output = random_run
+    selected = _table(output / "selected")
+    for column in ("id", "text", "source", "variant", "copy_of", *schema.SCORE_COLUMNS):
+        assert column in selected.column_names
+    scores = _table(output / "scores")
+    assert scores.column_names == ["id", *schema.SCORE_COLUMNS, "selected", "drop_reason"]
+    report = json.loads((output / "report.json").read_text())
+    assert report["checks"] == {"input_equals_records_read": True}
+    assert "<svg" in (output / "report.html").read_text()
+
+
+def test_exactly_n_selected_and_accounting_from_the_files(random_run):
+    demo_dir, output = random_run
+    selected = _table(output / "selected")
+    scores = _table(output / "scores")
+    errors = _errors(output)
+    assert selected.num_rows == 123
+    assert len(set(selected.column("id").to_pylist())) == 123
+    flags = scores.column("selected").to_pylist()
+    reasons = scores.column("drop_reason").to_pylist()
+    assert sum(flags) == 123
+    assert all((r is None) == f for r, f in zip(reasons, flags))
+    dropped = sum(1 for r in reasons if r is not None)
+    assert selected.num_rows + dropped + len(errors) == _raw_line_count(demo_dir)
+    report = json.loads((output / "report.json").read_text())
+    assert report["counts"]["input"] == _raw_line_count(demo_dir)
+    assert report["counts"]["selected"] == 123
+    assert report["counts"]["invalid"] == len(errors) == 6
+
+
+def test_every_bad_record_reason_reaches_the_dead_letter_file(random_run):
+    _, output = random_run
+    errors = _errors(output)
+    assert sorted(e["reason"] for e in errors) == sorted(
+        ["invalid_json", "missing_text", "text_not_string", "empty_text", "invalid_utf8", "not_an_object"]
+    )
+    assert all(e["source"].endswith("shard-0.jsonl") and isinstance(e["position"], int) for e in errors)
+
+
+def test_same_selection_with_two_worker_processes(random_run, tmp_path):
+    demo_dir, output = random_run
+    other = tmp_path / "mp"
+    assert _run(
+        "--input", str(demo_dir / "raw" / "*"), "--output", str(other), "--num-select", "123", "--seed", "7",
+        "--direct_running_mode", "multi_processing", "--direct_num_workers", "2",
+    ) == 0
+    assert sorted(_table(other / "selected").column("id").to_pylist()) == sorted(_table(output / "selected").column("id").to_pylist())
+
+
+def test_fraction_and_config_file_with_flags_winning(demo_corpus, tmp_path):
+    demo_dir, _ = demo_corpus
+    config = tmp_path / "winnow.yaml"
+    config.write_text(f"input: ['{demo_dir / 'raw' / 'shard-1.jsonl.gz'}']\nfraction: 0.5\nseed: 3\n")
+    output = tmp_path / "out"
+    assert _run("--config", str(config), "--output", str(output), "--seed", "4") == 0
+    report = json.loads((output / "report.json").read_text())
+    valid = report["counts"]["valid"]
+    assert report["counts"]["selected"] == round(valid * 0.5)
+    assert report["options"]["seed"] == 4
+
+
+def test_refuses_to_mix_runs_without_overwrite(random_run, capsys):
+    demo_dir, output = random_run
+    assert _run("--input", str(demo_dir / "raw" / "*"), "--output", str(output)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--output", "/tmp/x"], "--input is required"),
+        (["--input", "/nonexistent/*.jsonl", "--output", "/tmp/x"], "matches no file"),
+        (["--input", "a.jsonl", "--output", "/tmp/x", "--num-selct", "5"], "did you mean --num-select"),
+        (["--input", "a.jsonl", "--output", "/tmp/x", "--num-select", "0"], "expected an integer >= 1"),
+        (["--input", "a.jsonl", "--output", "/tmp/x", "--method", "magic"], "invalid choice"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(argv, message, capsys):
+    assert _run(*argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("keep, code", [(0.5, 2), (0.97, 1)])
+def test_corrupt_gzip_fails_with_the_file_named(tmp_path, capsys, keep, code):
+    """Cut early, the schema probe finds it before the job runs (2); cut late, the job fails (1)."""
+    path = tmp_path / "broken.jsonl.gz"
+    lines = b"".join(json.dumps({"id": str(i), "text": f"word {i * 7919 % 10007} " * 20}).encode() + b"\n" for i in range(5000))
+    data = gzip.compress(lines)
+    path.write_bytes(data[: int(len(data) * keep)])
+    assert _run("--input", str(path), "--output", str(tmp_path / "out")) == code
+    err = capsys.readouterr().err
+    assert "broken.jsonl.gz: corrupt or truncated .jsonl.gz stream" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "report.json").exists()
+    assert not list((tmp_path / "out").glob("selected/*.parquet"))
+
+
+def test_help_lists_every_group(capsys):
+    assert _run("--help") == 0
+    out = capsys.readouterr().out
+    for heading in ("input:", "output:", "selection:", "--num-select", "--fraction", "--config"):
+        assert heading in out
