@@ -4,7 +4,9 @@ One module so that a pipeline tokenizes a document the same way everywhere, and 
 once. Pure stdlib; no Beam.
 
 - ``wordpunct_tokens``: lower-cased runs of word characters or of punctuation, the pattern
-  ``\\w+|[^\\w\\s]+`` of NLTK's ``WordPunctTokenizer`` (the DSIR reference's tokenizer).
+  ``\\w+|[^\\w\\s]+`` of NLTK's ``WordPunctTokenizer`` (the DSIR reference's tokenizer), with
+  Python's ``re``. NLTK 3.10 compiles it with the ``regex`` engine, whose ``\\w`` also matches
+  combining marks, so on text with those (U+0301, Indic vowel signs) the two tokenizations differ.
 - ``normalize_text``: Unicode NFKC, case folding and whitespace collapsing, the key of exact
   deduplication; each step can be switched off.
 - ``word_shingles`` / ``char_shingles``: the sets MinHash estimates Jaccard similarity on.
@@ -18,7 +20,7 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 def wordpunct_tokens(text: str) -> list[str]:
-    """Lower-cased word/punctuation runs: ``WordPunctTokenizer().tokenize(text.lower())``."""
+    """Lower-cased word/punctuation runs, as ``WordPunctTokenizer().tokenize(text.lower())`` but for combining marks."""
     return WORDPUNCT_PATTERN.findall(text.lower())
 
 
