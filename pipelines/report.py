@@ -62,6 +62,7 @@ def write_text(path: str, text: str) -> None:
 def build_report(stats: dict, records_read: int | None, command: list[str], options: dict, timings: dict, warnings: list[str]) -> dict:
     """The report.json document. ``records_read`` is the reader's counter when the runner reports metrics."""
     counts = accounting(stats.get("outcomes", {}), stats.get("invalid", {}))
+    counts["target_invalid"] = sum(stats.get("target_invalid", {}).values())
     checks = {}
     if records_read is not None:
         checks["input_equals_records_read"] = counts["input"] == records_read
@@ -70,7 +71,7 @@ def build_report(stats: dict, records_read: int | None, command: list[str], opti
         "options": options,
         "counts": counts,
         "checks": checks,
-        "metrics": {name: value for name, value in sorted(stats.items()) if name not in ("outcomes", "invalid")},
+        "metrics": {name: value for name, value in sorted(stats.items()) if name not in ("outcomes", "invalid", "target_invalid")},
         "timings_s": timings,
         "warnings": warnings,
         "versions": versions(),

@@ -75,20 +75,27 @@ def _json_default(value):
 
 
 def outcome_stats(records: beam.PCollection, errors: beam.PCollection) -> dict[str, beam.PCollection]:
-    """``outcomes``: {selected or drop reason: count}; ``invalid``: {reason: count} of input errors."""
+    """``outcomes``: {selected or drop reason: count}; ``invalid``: {reason: count} of input errors.
+
+    Errors of the target set (``"role": "target"``) are counted apart, as ``target_invalid``:
+    they are not records of the input.
+    """
     outcomes = (
         records
         | "Outcome" >> beam.Map(lambda r: schema.SELECTED if r.get(schema.SELECTED) else r[schema.DROP_REASON])
         | "CountOutcomes" >> beam.combiners.Count.PerElement()
         | "OutcomesToDict" >> beam.combiners.ToDict()
     )
-    invalid = (
-        errors
-        | "ErrorReason" >> beam.Map(lambda e: e["reason"])
-        | "CountReasons" >> beam.combiners.Count.PerElement()
-        | "ReasonsToDict" >> beam.combiners.ToDict()
-    )
-    return {"outcomes": outcomes, "invalid": invalid}
+    by_role = errors | "SplitByRole" >> beam.Partition(lambda e, _: int(e.get("role") == io.TARGET_ROLE), 2)
+    counts = {}
+    for name, role_errors in (("invalid", by_role[0]), ("target_invalid", by_role[1])):
+        counts[name] = (
+            role_errors
+            | f"Reason{name.title()}" >> beam.Map(lambda e: e["reason"])
+            | f"Count{name.title()}" >> beam.combiners.Count.PerElement()
+            | f"{name.title()}ToDict" >> beam.combiners.ToDict()
+        )
+    return {"outcomes": outcomes, **counts}
 
 
 _CAUSE = re.compile(r"(?:InputError|UsageError|ValueError): (.+)")

@@ -4,7 +4,15 @@ Pipeline shape (each step a labelled Beam transform)::
 
     ReadInputs -> [Dedup] -> Score<Method> -> AttachKeys -> SelectTop -> WriteSelected
                                                                       -> WriteScores (--write-scores)
-    ReadInputs.errors -> WriteErrors;   all outcomes -> Stats -> report.json / report.html
+    ReadTarget ----^ (target methods)
+    errors of every stage -> WriteErrors;   outcomes and method stats -> report.json / report.html
+
+Selection keys per method (``transforms/select.py`` picks the top N by key, ties by id):
+
+- ``random``: ``u(seed, id)``, uniform;
+- ``dsir``: ``log w + Gumbel(seed, id)``, importance resampling without replacement (Gumbel
+  top-k), or ``log w`` with ``--dsir-top-k``;
+- ``zipfit``: ``zipfit_alignment``, top-k as in the paper.
 """
 
 import argparse
@@ -14,12 +22,13 @@ import time
 import apache_beam as beam
 
 from pipelines import options, runner
-from transforms import io, schema, select
+from transforms import dsir, io, schema, select, zipfit
 
-METHODS = ("random",)
-TARGET_METHODS = frozenset()
+METHODS = ("random", "dsir", "zipfit")
+TARGET_METHODS = frozenset({"dsir", "zipfit"})
 DEDUP_CHOICES = ("none",)
 DEFAULT_FRACTION = 0.1
+BASELINE_SEED_OFFSET = 1  # the random baseline of the metrics uses seed + 1, independent of the selection
 
 
 def select_parser() -> argparse.ArgumentParser:
@@ -33,7 +42,7 @@ def select_parser() -> argparse.ArgumentParser:
     )
     inputs = parser.add_argument_group("input")
     inputs.add_argument("--input", action="append", metavar="GLOB", help="raw shards: .jsonl, .jsonl.gz, .jsonl.zst, .parquet (repeatable)")
-    inputs.add_argument("--target", action="append", metavar="GLOB", help="target sample, same formats (repeatable); needed by target methods")
+    inputs.add_argument("--target", action="append", metavar="GLOB", help="target sample, same formats (repeatable); needed by dsir and zipfit")
     inputs.add_argument("--text-field", default="text", help="field holding the document text (default: %(default)s)")
     inputs.add_argument("--id-field", default="id", help="field holding the document id; absent ids become '<file>:<position>' (default: %(default)s)")
     output = parser.add_argument_group("output")
@@ -47,6 +56,17 @@ def select_parser() -> argparse.ArgumentParser:
     selection.add_argument("--method", choices=METHODS, default="random", help="how records are scored and selected (default: %(default)s)")
     selection.add_argument("--dedup", choices=DEDUP_CHOICES, default="none", help="duplicate removal before selection (default: %(default)s)")
     selection.add_argument("--seed", type=int, default=0, help="seed of every random choice; same seed, same output on any runner (default: %(default)s)")
+    dsir_group = parser.add_argument_group("dsir (hashed n-gram importance resampling, Xie et al. 2023)")
+    dsir_group.add_argument("--dsir-buckets", type=options.positive_int, default=10_000, help="hash buckets (default: %(default)s)")
+    dsir_group.add_argument("--dsir-ngrams", type=options.positive_int, default=2, help="n-gram order; 2 = unigrams and bigrams (default: %(default)s)")
+    dsir_group.add_argument("--dsir-min-tokens", type=int, default=100, help="documents with fewer tokens are dropped too_short (default: %(default)s)")
+    dsir_group.add_argument("--dsir-raw-token-budget", type=options.positive_int, metavar="TOKENS", help="fit the raw distribution on a seeded subset of about this many tokens (default: all)")
+    dsir_group.add_argument("--dsir-hash", choices=dsir.HASHES, default="fast", help="fast: vectorised hashing; sha256: the reference's buckets exactly (default: %(default)s)")
+    dsir_group.add_argument("--dsir-top-k", action="store_true", help="select the top N log weights instead of importance resampling")
+    zipfit_group = parser.add_argument_group("zipfit (compression alignment to the target)")
+    zipfit_group.add_argument("--zipfit-mode", choices=zipfit.MODES, default=zipfit.ZSTD_DICT, help="zstd_dict: linear in the data; faithful: the paper's gzip NCD, documents x targets compressions (default: %(default)s)")
+    zipfit_group.add_argument("--zipfit-level", type=int, help="compressor level: gzip 0-9 (faithful, default 9) or zstd 1-22 (zstd_dict, default 3)")
+    zipfit_group.add_argument("--zipfit-target-sample", type=options.positive_int, default=256, metavar="N", help="use at most N target documents, a seeded sample (default: %(default)s)")
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of options (keys are the flag names); flags win")
     return parser
 
@@ -64,6 +84,9 @@ class SelectJob:
     seed: int
     write_scores: bool
     overwrite: bool
+    dsir: dsir.DsirConfig
+    dsir_top_k: bool
+    zipfit: zipfit.ZipfitConfig
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "SelectJob":
@@ -78,38 +101,117 @@ class SelectJob:
             raise options.UsageError(f"--method {args.method} needs --target (a sample of the data you want more of)")
         quota = select.TotalQuota(n=args.num_select) if args.num_select is not None else select.TotalQuota(fraction=args.fraction or DEFAULT_FRACTION)
         try:
-            read = io.ReadConfig(text_field=args.text_field, id_field=args.id_field)
-        except ValueError as err:
+            return cls(
+                inputs=tuple(args.input), targets=tuple(args.target or ()), output=args.output.rstrip("/"),
+                read=io.ReadConfig(text_field=args.text_field, id_field=args.id_field),
+                quota=quota, method=args.method, seed=args.seed, write_scores=args.write_scores, overwrite=args.overwrite,
+                dsir=dsir.DsirConfig(
+                    buckets=args.dsir_buckets, ngrams=args.dsir_ngrams, min_tokens=args.dsir_min_tokens,
+                    raw_token_budget=args.dsir_raw_token_budget, hash=args.dsir_hash,
+                ),
+                dsir_top_k=args.dsir_top_k,
+                zipfit=zipfit.ZipfitConfig(mode=args.zipfit_mode, level=args.zipfit_level, target_sample=args.zipfit_target_sample, seed=args.seed),
+            )
+        except (TypeError, ValueError) as err:
             raise options.UsageError(str(err)) from None
-        return cls(
-            inputs=tuple(args.input), targets=tuple(args.target or ()), output=args.output.rstrip("/"), read=read,
-            quota=quota, method=args.method, seed=args.seed, write_scores=args.write_scores, overwrite=args.overwrite,
-        )
+
+    @property
+    def uses_target(self) -> bool:
+        return self.method in TARGET_METHODS
 
 
-def _attach_random_key(record: dict, seed: int) -> dict:
+def selection_key(record: dict, job: SelectJob) -> float:
+    """The key SelectTop ranks an eligible record by (highest first), per the module docstring."""
+    if job.method == "dsir":
+        weight = record[schema.DSIR_LOG_WEIGHT]
+        return weight if job.dsir_top_k else weight + select.gumbel_from_id(record[schema.ID], job.seed)
+    if job.method == "zipfit":
+        return record[schema.ZIPFIT_ALIGNMENT]
+    return select.uniform_from_id(record[schema.ID], job.seed)
+
+
+def _attach_key(record: dict, job: SelectJob) -> dict:
     if not schema.is_eligible(record):
         return record
-    return {**record, select.KEY: select.uniform_from_id(record[schema.ID], seed), select.GROUP: 0}
+    return {**record, select.KEY: selection_key(record, job), select.GROUP: 0}
+
+
+def _in_random_baseline(record: dict, selection_stats: dict, seed: int) -> bool:
+    """A seeded random subset of the eligible pool, of the selection's size in expectation."""
+    was_eligible = record[schema.SELECTED] or record.get(schema.DROP_REASON) == schema.NOT_SELECTED
+    pool, chosen = sum(selection_stats["pool"].values()), sum(selection_stats["quota"].values())
+    return was_eligible and select.uniform_from_id(record[schema.ID], seed + BASELINE_SEED_OFFSET) * pool < chosen
+
+
+class _Stages:
+    """Collects each stage's stats and errors while the pipeline is built."""
+
+    def __init__(self):
+        self.stats: dict[str, beam.PCollection] = {}
+        self.errors: list[beam.PCollection] = []
+
+    def apply(self, records: beam.PCollection, name: str, label: str, transform: beam.PTransform) -> beam.PCollection:
+        """``records | label >> transform``; keep its ``stats`` under ``name`` and its ``errors``."""
+        out = records | label >> transform
+        if "stats" in out:
+            self.stats[name] = out["stats"]
+        if "errors" in out:
+            self.errors.append(out["errors"])
+        return out
+
+
+def _dsir_metrics(target_counts, raw_counts, selected_counts, baseline_counts) -> dict:
+    """The paper's KL reduction of the DSIR selection and of a random selection of the same size."""
+    return {
+        "kl_reduction_selected": dsir.kl_reduction(target_counts, raw_counts, selected_counts),
+        "kl_reduction_random": dsir.kl_reduction(target_counts, raw_counts, baseline_counts),
+    }
 
 
 def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
     """Add the whole select job to ``pipeline``."""
-    read = pipeline | "ReadInputs" >> io.ReadDocuments(job.inputs, job.read)
-    records, errors = read["records"], read["errors"]
-    keyed = records | "AttachKeys" >> beam.Map(_attach_random_key, job.seed)
-    chosen = keyed | "SelectTop" >> select.SelectTop(job.quota)
+    stages = _Stages()
+    read = stages.apply(pipeline, "read", "ReadInputs", io.ReadDocuments(job.inputs, job.read))
+    records = read["records"]
+    target = None
+    if job.uses_target:
+        target = stages.apply(pipeline, "read_target", "ReadTarget", io.ReadDocuments(job.targets, job.read, io.TARGET_ROLE))["records"]
+    scored_dsir = None
+    if job.method == "dsir":
+        scored_dsir = stages.apply(records, "dsir", "ScoreDsir", dsir.ScoreDsir(target, job.dsir))
+        records = scored_dsir["records"]
+    if job.method == "zipfit":
+        records = stages.apply(records, "zipfit", "ScoreZipfit", zipfit.ScoreZipfit(target, job.zipfit))["records"]
+    keyed = records | "AttachKeys" >> beam.Map(_attach_key, job)
+    chosen = stages.apply(keyed, "selection", "SelectTop", select.SelectTop(job.quota))
     decided = chosen["records"]
-    (
-        decided
-        | "KeepSelected" >> beam.Filter(lambda r: r[schema.SELECTED])
-        | "WriteSelected" >> io.WriteParquet(f"{job.output}/selected/part", selected_schema)
-    )
+    selected = decided | "KeepSelected" >> beam.Filter(lambda r: r[schema.SELECTED])
+    selected | "WriteSelected" >> io.WriteParquet(f"{job.output}/selected/part", selected_schema)
     if job.write_scores:
         decided | "WriteScores" >> io.WriteParquet(f"{job.output}/scores/part", io.scores_schema())
+    errors = stages.errors | "FlattenErrors" >> beam.Flatten()
     errors | "WriteErrors" >> io.WriteErrors(f"{job.output}/errors/part")
-    stats = {**runner.outcome_stats(decided, errors), "selection": chosen["stats"]}
-    runner.collect_stats(stats, job.output)
+    if scored_dsir is not None:
+        baseline = decided | "RandomBaseline" >> beam.Filter(
+            _in_random_baseline, beam.pvalue.AsSingleton(chosen["stats"]), job.seed
+        )
+        stages.stats["dsir_kl"] = (
+            selected
+            | "CountSelectedNgrams" >> dsir.CountNgrams(job.dsir)
+            | "KlReduction" >> beam.Map(
+                _dsir_metrics,
+                beam.pvalue.AsSingleton(scored_dsir["target_counts"]),
+                beam.pvalue.AsSingleton(scored_dsir["raw_counts"]),
+                beam.pvalue.AsSingleton(baseline | "CountBaselineNgrams" >> dsir.CountNgrams(job.dsir)),
+            )
+        )
+    runner.collect_stats({**runner.outcome_stats(decided, errors), **stages.stats}, job.output)
+
+
+def check_target(job: SelectJob) -> None:
+    """Raises UsageError when a target method's target holds no valid record."""
+    if job.uses_target and not io.has_valid_record(list(job.targets), job.read):
+        raise options.UsageError(f"--target {' '.join(job.targets)}: no valid record (--method {job.method} needs a non-empty target)")
 
 
 def main(argv: list[str]) -> int:
@@ -118,6 +220,7 @@ def main(argv: list[str]) -> int:
     args, beam_flags = options.parse(select_parser(), argv)
     job = SelectJob.from_args(args)
     selected_schema = io.selected_schema(io.probe_extra_fields(list(job.inputs), job.read))
+    check_target(job)
     runner.prepare_output(job.output, job.overwrite)
     pipeline = runner.make_pipeline(beam_flags)
     build(pipeline, job, selected_schema)

@@ -42,6 +42,7 @@ RAW_PREVIEW_CHARS = 1000
 SCHEMA_PROBE_FILES = 8
 SCHEMA_PROBE_RECORDS = 1000
 EXTRA_JSON = "extra_json"
+INPUT_ROLE, TARGET_ROLE = "input", "target"
 PRIVATE_PREFIX = "__winnow"
 
 JSONL, JSONL_GZ, JSONL_ZST, PARQUET = ".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"
@@ -306,20 +307,28 @@ def parquet_rows(path: str, config: ReadConfig):
 
 
 class _ReadUnitFn(beam.DoFn):
-    """(path, start, end) -> valid records; invalid ones -> ``errors`` with a counter per reason."""
+    """(path, start, end) -> valid records; invalid ones -> ``errors`` with a counter per reason.
 
-    def __init__(self, config: ReadConfig):
+    Counters are ``records_read``, ``valid``, ``invalid_<reason>``, prefixed ``<role>_`` for a
+    role other than ``input``; errors of such a role carry ``"role": role``.
+    """
+
+    def __init__(self, config: ReadConfig, role: str):
         self._config = config
+        self._role = role
 
     def setup(self):
-        self._read = Metrics.counter(NAMESPACE, "records_read")
-        self._valid = Metrics.counter(NAMESPACE, "valid")
-        self._invalid = {reason: Metrics.counter(NAMESPACE, f"invalid_{reason}") for reason in ERROR_REASONS}
+        prefix = "" if self._role == INPUT_ROLE else f"{self._role}_"
+        self._read = Metrics.counter(NAMESPACE, f"{prefix}records_read")
+        self._valid = Metrics.counter(NAMESPACE, f"{prefix}valid")
+        self._invalid = {reason: Metrics.counter(NAMESPACE, f"{prefix}invalid_{reason}") for reason in ERROR_REASONS}
 
     def _emit(self, record, error):
         self._read.inc()
         if error is not None:
             self._invalid[error["reason"]].inc()
+            if self._role != INPUT_ROLE:
+                error["role"] = self._role
             return beam.pvalue.TaggedOutput(schema.ERRORS_TAG, error)
         self._valid.inc()
         return record
@@ -342,13 +351,15 @@ class ReadDocuments(beam.PTransform):
     """Read records from glob patterns: ``{"records": valid records, "errors": dead letters}``.
 
     The patterns are matched when the pipeline is built, so a pattern matching nothing fails
-    before anything runs.
+    before anything runs. ``role`` names what is read (``"input"``, or e.g. ``"target"``, whose
+    errors then carry ``"role": "target"`` and whose counters are prefixed ``target_``).
     """
 
-    def __init__(self, patterns: list[str], config: ReadConfig = ReadConfig()):
+    def __init__(self, patterns: list[str], config: ReadConfig = ReadConfig(), role: str = "input"):
         super().__init__()
         self._patterns = list(patterns)
         self._config = config
+        self._role = role
 
     def expand(self, pbegin):
         files = match_inputs(self._patterns)
@@ -358,9 +369,21 @@ class ReadDocuments(beam.PTransform):
             pbegin
             | "ListUnits" >> beam.Create(units)
             | "SpreadUnits" >> beam.Reshuffle()
-            | "ReadUnits" >> beam.ParDo(_ReadUnitFn(self._config)).with_outputs(schema.ERRORS_TAG, main="records")
+            | "ReadUnits" >> beam.ParDo(_ReadUnitFn(self._config, self._role)).with_outputs(schema.ERRORS_TAG, main="records")
         )
         return {"records": results.records, "errors": results[schema.ERRORS_TAG]}
+
+
+def has_valid_record(patterns: list[str], config: ReadConfig) -> bool:
+    """Whether the files the patterns match hold at least one valid record (reads until the first)."""
+    for path, _ in match_inputs(patterns):
+        if input_format(path) == PARQUET:
+            rows = (row for _, _, group in parquet_rows(path, config) for row in group)
+            if any(validate_fields(row, path, 0, config)[0] is not None for row in rows):
+                return True
+        elif any(parse_jsonl_line(line, path, pos, config)[0] is not None for pos, line in jsonl_lines(path, 0, -1)):
+            return True
+    return False
 
 
 # --- output schema and writing ---------------------------------------------------------------

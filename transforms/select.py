@@ -58,8 +58,13 @@ def hash_uniform(ids: list[str], seed: int) -> np.ndarray:
     return np.fromiter((uniform_from_id(doc_id, seed) for doc_id in ids), dtype=np.float64, count=len(ids))
 
 
+def gumbel_from_id(doc_id: str, seed: int) -> float:
+    """Standard Gumbel noise ``-log(-log u)``, u from ``uniform_from_id``."""
+    return -math.log(-math.log(uniform_from_id(doc_id, seed)))
+
+
 def gumbel_noise(ids: list[str], seed: int) -> np.ndarray:
-    """(len(ids),) float64 standard Gumbel noise ``-log(-log u)``, u from ``hash_uniform``."""
+    """(len(ids),) float64: ``gumbel_from_id`` of each id."""
     return -np.log(-np.log(hash_uniform(ids, seed)))
 
 
