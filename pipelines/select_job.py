@@ -13,19 +13,31 @@ Selection keys per method (``transforms/select.py`` picks the top N by key, ties
 - ``dsir``: ``log w + Gumbel(seed, id)``, importance resampling without replacement (Gumbel
   top-k), or ``log w`` with ``--dsir-top-k``;
 - ``zipfit``: ``zipfit_alignment``, top-k as in the paper.
+- ``kmeans``: records are embedded and clustered; each cluster gets a quota
+  (``--kmeans-strategy``) and within it the key is ``u(seed, id)`` (or, for ``prototypes``, the
+  distance to the centroid: the least prototypical first).
+- ``combined`` (QuaDMix-style, "Quality-Diversity Balanced Data Selection"): per-cluster quotas
+  as ``kmeans``, and within a cluster importance resampling on
+  ``s(x) = w_dsir * z(dsir_log_weight) + w_zipfit * z(zipfit_alignment)``, z the score
+  standardized over the eligible pool: key ``s(x) + T * Gumbel(seed, id)``, i.e. sampling
+  without replacement with probability proportional to ``exp(s(x) / T)``. Without ``--target``
+  the quality terms drop out and it is pure diversity selection.
 """
 
 import argparse
 import dataclasses
+import math
 import time
 
 import apache_beam as beam
 
 from pipelines import options, runner
-from transforms import dsir, io, schema, select, zipfit
+from transforms import dsir, embed, io, kmeans, schema, select, zipfit
 
-METHODS = ("random", "dsir", "zipfit")
+METHODS = ("random", "dsir", "zipfit", "kmeans", "combined")
 TARGET_METHODS = frozenset({"dsir", "zipfit"})
+CLUSTER_METHODS = frozenset({"kmeans", "combined"})
+COMBINED_SCORES = (schema.DSIR_LOG_WEIGHT, schema.ZIPFIT_ALIGNMENT)
 DEDUP_CHOICES = ("none",)
 DEFAULT_FRACTION = 0.1
 BASELINE_SEED_OFFSET = 1  # the random baseline of the metrics uses seed + 1, independent of the selection
@@ -42,7 +54,7 @@ def select_parser() -> argparse.ArgumentParser:
     )
     inputs = parser.add_argument_group("input")
     inputs.add_argument("--input", action="append", metavar="GLOB", help="raw shards: .jsonl, .jsonl.gz, .jsonl.zst, .parquet (repeatable)")
-    inputs.add_argument("--target", action="append", metavar="GLOB", help="target sample, same formats (repeatable); needed by dsir and zipfit")
+    inputs.add_argument("--target", action="append", metavar="GLOB", help="target sample, same formats (repeatable); needed by dsir and zipfit, used by combined")
     inputs.add_argument("--text-field", default="text", help="field holding the document text (default: %(default)s)")
     inputs.add_argument("--id-field", default="id", help="field holding the document id; absent ids become '<file>:<position>' (default: %(default)s)")
     output = parser.add_argument_group("output")
@@ -67,6 +79,17 @@ def select_parser() -> argparse.ArgumentParser:
     zipfit_group.add_argument("--zipfit-mode", choices=zipfit.MODES, default=zipfit.ZSTD_DICT, help="zstd_dict: linear in the data; faithful: the paper's gzip NCD, documents x targets compressions (default: %(default)s)")
     zipfit_group.add_argument("--zipfit-level", type=int, help="compressor level: gzip 0-9 (faithful, default 9) or zstd 1-22 (zstd_dict, default 3)")
     zipfit_group.add_argument("--zipfit-target-sample", type=options.positive_int, default=256, metavar="N", help="use at most N target documents, a seeded sample (default: %(default)s)")
+    cluster_group = parser.add_argument_group("kmeans and combined (embeddings, clusters, per-cluster quotas)")
+    cluster_group.add_argument("--kmeans-k", type=options.positive_int, metavar="K", help="clusters (default: sqrt(n/2), capped)")
+    cluster_group.add_argument("--kmeans-strategy", choices=kmeans.STRATEGIES, default="balanced", help="per-cluster quotas (default: %(default)s)")
+    cluster_group.add_argument("--kmeans-sample", type=options.positive_int, default=50_000, metavar="N", help="records k-means is fitted on, a seeded sample (default: %(default)s)")
+    cluster_group.add_argument("--kmeans-refine-passes", type=int, default=0, metavar="P", help="Lloyd updates over all records after the sample fit (default: %(default)s)")
+    cluster_group.add_argument("--semdedup-eps", type=float, metavar="EPS", help="drop records with cosine > 1 - EPS to a kept record of their cluster as semantic_duplicate (default: off)")
+    cluster_group.add_argument("--embedding-field", metavar="FIELD", help="use precomputed embeddings from this input field instead of hashed tf-idf")
+    cluster_group.add_argument("--embed-dim", type=options.positive_int, metavar="D", help="embedding width (default: 256 for hashed tf-idf)")
+    cluster_group.add_argument("--combined-dsir-weight", type=float, default=1.0, help="weight of the standardized DSIR log weight in combined (default: %(default)s)")
+    cluster_group.add_argument("--combined-zipfit-weight", type=float, default=1.0, help="weight of the standardized ZIP-FIT alignment in combined (default: %(default)s)")
+    cluster_group.add_argument("--combined-temperature", type=float, default=1.0, help="T of the Gumbel noise in combined; smaller is greedier (default: %(default)s)")
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of options (keys are the flag names); flags win")
     return parser
 
@@ -87,6 +110,10 @@ class SelectJob:
     dsir: dsir.DsirConfig
     dsir_top_k: bool
     zipfit: zipfit.ZipfitConfig
+    embed: embed.EmbedConfig
+    kmeans: kmeans.KMeansConfig
+    combined_weights: tuple[float, float]
+    combined_temperature: float
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "SelectJob":
@@ -111,17 +138,101 @@ class SelectJob:
                 ),
                 dsir_top_k=args.dsir_top_k,
                 zipfit=zipfit.ZipfitConfig(mode=args.zipfit_mode, level=args.zipfit_level, target_sample=args.zipfit_target_sample, seed=args.seed),
+                embed=embed.EmbedConfig(dim=args.embed_dim, seed=args.seed, embedding_field=args.embedding_field),
+                kmeans=kmeans.KMeansConfig(
+                    k=args.kmeans_k, sample_size=args.kmeans_sample, seed=args.seed, refine_passes=args.kmeans_refine_passes,
+                    strategy=args.kmeans_strategy, semdedup_eps=args.semdedup_eps,
+                ),
+                combined_weights=(args.combined_dsir_weight, args.combined_zipfit_weight),
+                combined_temperature=_positive(args.combined_temperature, "--combined-temperature"),
             )
         except (TypeError, ValueError) as err:
             raise options.UsageError(str(err)) from None
 
     @property
     def uses_target(self) -> bool:
-        return self.method in TARGET_METHODS
+        return self.method in TARGET_METHODS or (self.method == "combined" and bool(self.targets))
+
+    @property
+    def runs_dsir(self) -> bool:
+        return self.method == "dsir" or (self.method == "combined" and self.uses_target)
+
+    @property
+    def runs_zipfit(self) -> bool:
+        return self.method == "zipfit" or (self.method == "combined" and self.uses_target)
 
 
-def selection_key(record: dict, job: SelectJob) -> float:
+def _positive(value: float, flag: str) -> float:
+    if not value > 0:
+        raise ValueError(f"{flag} {value}; expected > 0")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterQuota:
+    """Quotas per k-means cluster: ``total`` records overall, split by ``kmeans.cluster_quotas``."""
+
+    total: select.TotalQuota
+    config: kmeans.KMeansConfig
+
+    def __call__(self, counts: dict[int, int], cluster_stats: dict) -> dict[int, int]:
+        complexity = cluster_stats.get("complexity") if self.config.strategy == "complexity" else None
+        n = self.total.total(sum(counts.values()))
+        return kmeans.cluster_quotas(self.config.strategy, counts, n, complexity, self.config.complexity_temperature)
+
+
+class MomentsCombineFn(beam.CombineFn):
+    """Records -> ``{column: (mean, std)}`` of the eligible records' ``COMBINED_SCORES`` (std 1 when 0)."""
+
+    def create_accumulator(self):
+        return {column: (0, 0.0, 0.0) for column in COMBINED_SCORES}
+
+    def add_input(self, moments, record):
+        if not schema.is_eligible(record):
+            return moments
+        for column in COMBINED_SCORES:
+            value = record.get(column)
+            if value is not None:
+                n, total, squares = moments[column]
+                moments[column] = (n + 1, total + value, squares + value * value)
+        return moments
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for moments in accumulators:
+            for column, (n, total, squares) in moments.items():
+                m_n, m_total, m_squares = merged[column]
+                merged[column] = (m_n + n, m_total + total, m_squares + squares)
+        return merged
+
+    def extract_output(self, moments):
+        out = {}
+        for column, (n, total, squares) in moments.items():
+            mean = total / n if n else 0.0
+            variance = max(squares / n - mean * mean, 0.0) if n else 0.0
+            out[column] = (mean, math.sqrt(variance) or 1.0)
+        return out
+
+
+def combined_score(record: dict, moments: dict, weights: tuple[float, float]) -> float:
+    """``sum_m w_m * (score_m - mean_m) / std_m`` over the scores the record has."""
+    total = 0.0
+    for column, weight in zip(COMBINED_SCORES, weights):
+        value = record.get(column)
+        if value is not None:
+            mean, std = moments[column]
+            total += weight * (value - mean) / std
+    return total
+
+
+def selection_key(record: dict, job: SelectJob, moments: dict | None = None) -> float:
     """The key SelectTop ranks an eligible record by (highest first), per the module docstring."""
+    if job.method in CLUSTER_METHODS:
+        score = select.uniform_from_id(record[schema.ID], job.seed)
+        if job.method == "combined":
+            noise = job.combined_temperature * select.gumbel_from_id(record[schema.ID], job.seed)
+            score = combined_score(record, moments, job.combined_weights) + noise
+        return kmeans.within_cluster_key(job.kmeans.strategy, record[schema.CLUSTER_DISTANCE], score)
     if job.method == "dsir":
         weight = record[schema.DSIR_LOG_WEIGHT]
         return weight if job.dsir_top_k else weight + select.gumbel_from_id(record[schema.ID], job.seed)
@@ -130,10 +241,11 @@ def selection_key(record: dict, job: SelectJob) -> float:
     return select.uniform_from_id(record[schema.ID], job.seed)
 
 
-def _attach_key(record: dict, job: SelectJob) -> dict:
+def _attach_key(record: dict, job: SelectJob, moments: dict | None = None) -> dict:
     if not schema.is_eligible(record):
         return record
-    return {**record, select.KEY: selection_key(record, job), select.GROUP: 0}
+    group = record[schema.CLUSTER] if job.method in CLUSTER_METHODS else 0
+    return {**record, select.KEY: selection_key(record, job, moments), select.GROUP: group}
 
 
 def _in_random_baseline(record: dict, selection_stats: dict, seed: int) -> bool:
@@ -177,13 +289,26 @@ def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
     if job.uses_target:
         target = stages.apply(pipeline, "read_target", "ReadTarget", io.ReadDocuments(job.targets, job.read, io.TARGET_ROLE))["records"]
     scored_dsir = None
-    if job.method == "dsir":
+    if job.runs_dsir:
         scored_dsir = stages.apply(records, "dsir", "ScoreDsir", dsir.ScoreDsir(target, job.dsir))
         records = scored_dsir["records"]
-    if job.method == "zipfit":
+    if job.runs_zipfit:
         records = stages.apply(records, "zipfit", "ScoreZipfit", zipfit.ScoreZipfit(target, job.zipfit))["records"]
-    keyed = records | "AttachKeys" >> beam.Map(_attach_key, job)
-    chosen = stages.apply(keyed, "selection", "SelectTop", select.SelectTop(job.quota))
+    if job.method in CLUSTER_METHODS:
+        records = stages.apply(records, "embed", "Embed", embed.Embed(job.embed))["records"]
+        clustered = stages.apply(records, "kmeans", "ClusterKMeans", kmeans.ClusterKMeans(job.kmeans))
+        records = clustered["records"]
+        if job.kmeans.semdedup_eps is not None:
+            records = stages.apply(records, "semdedup", "SemanticDedup", kmeans.SemanticDedup(job.kmeans.semdedup_eps))["records"]
+        quota_fn, quota_input = ClusterQuota(job.quota, job.kmeans), clustered["stats"]
+    else:
+        quota_fn, quota_input = job.quota, None
+    key_args = []
+    if job.method == "combined":
+        moments = records | "ScoreMoments" >> beam.CombineGlobally(MomentsCombineFn())
+        key_args = [beam.pvalue.AsSingleton(moments)]
+    keyed = records | "AttachKeys" >> beam.Map(_attach_key, job, *key_args)
+    chosen = stages.apply(keyed, "selection", "SelectTop", select.SelectTop(quota_fn, quota_input))
     decided = chosen["records"]
     selected = decided | "KeepSelected" >> beam.Filter(lambda r: r[schema.SELECTED])
     selected | "WriteSelected" >> io.WriteParquet(f"{job.output}/selected/part", selected_schema)

@@ -185,3 +185,32 @@ def test_missing_or_empty_target_is_a_clear_error(demo_corpus, tmp_path, capsys,
     empty.write_text('{"id": "x", "text": ""}\n')
     assert _run("--input", raw, "--target", str(empty), "--output", str(tmp_path / "b"), "--method", method) == 2
     assert "no valid record" in capsys.readouterr().err
+
+
+def test_combined_fills_every_cluster_quota_and_leans_to_the_target(demo_corpus, tmp_path):
+    demo_dir, _ = demo_corpus
+    common = ["--input", str(demo_dir / "raw" / "*"), "--num-select", "80", "--write-scores", "--seed", "5"]
+    combined, random_out = tmp_path / "combined", tmp_path / "random"
+    assert _run(*common, "--target", str(demo_dir / "target" / "*.jsonl"), "--output", str(combined),
+                "--method", "combined", "--semdedup-eps", "0.02", "--kmeans-k", "8") == 0
+    assert _run(*common, "--output", str(random_out), "--method", "random") == 0
+    selected = _table(combined / "selected")
+    report = json.loads((combined / "report.json").read_text())
+    quotas = {int(c): q for c, q in report["metrics"]["selection"]["quota"].items()}
+    assert sum(quotas.values()) == selected.num_rows == 80
+    per_cluster = {}
+    for cluster in selected.column("cluster").to_pylist():
+        per_cluster[cluster] = per_cluster.get(cluster, 0) + 1
+    assert per_cluster == {c: q for c, q in quotas.items() if q}
+    assert report["counts"]["dropped"]["semantic_duplicate"] >= 40  # the demo's 60 exact copies at least
+    assert None not in selected.column("dsir_log_weight").to_pylist()
+
+    def mean_alignment(table):
+        values = [v for v in table.column("zipfit_alignment").to_pylist() if v is not None]  # too_short: unscored
+        return sum(values) / len(values)
+
+    scores = _table(combined / "scores")
+    chosen = scores.filter(scores.column("selected"))
+    random_ids = set(_table(random_out / "selected").column("id").to_pylist())
+    random_scored = scores.filter(pa.array([i in random_ids for i in scores.column("id").to_pylist()]))
+    assert mean_alignment(chosen) > mean_alignment(random_scored)

@@ -291,15 +291,18 @@ class SelectTop(beam.PTransform):
     and the private fields removed; plus ``stats`` ``{"pool": {g: count}, "quota": {g: quota}}``.
 
     Args:
-        quota_fn: picklable callable ``{group: eligible count} -> {group: quota}``; e.g. ``TotalQuota(n=1000)``.
+        quota_fn: picklable callable ``{group: eligible count} -> {group: quota}``, e.g.
+            ``TotalQuota(n=1000)``; with ``quota_input``, called as ``quota_fn(counts, value)``.
+        quota_input: optional singleton PCollection whose value the quotas also depend on (e.g.
+            per-cluster statistics).
     """
 
-    def __init__(self, quota_fn):
+    def __init__(self, quota_fn, quota_input: beam.PCollection | None = None):
         super().__init__()
         self._quota_fn = quota_fn
+        self._quota_input = quota_input
 
     def expand(self, records):
-        quota_fn = self._quota_fn
         # (group, key, id) triples in numpy batches: every pass below is vectorized per batch.
         batches = (
             records
@@ -309,7 +312,9 @@ class SelectTop(beam.PTransform):
             | "ToKeyBatch" >> beam.Map(_KeyBatch)
         )
         counts = batches | "CountPerGroup" >> beam.CombineGlobally(CountPerGroupCombineFn())
-        states = counts | "InitialStates" >> beam.Map(lambda c: initial_states(c, quota_fn(c)))
+        extra = [] if self._quota_input is None else [beam.pvalue.AsSingleton(self._quota_input)]
+        quotas = counts | "Quotas" >> beam.Map(self._quota_fn, *extra)
+        states = counts | "InitialStates" >> beam.Map(initial_states, beam.pvalue.AsSingleton(quotas))
         for pass_index in range(N_PASSES):
             histograms = (
                 batches
@@ -325,5 +330,5 @@ class SelectTop(beam.PTransform):
         )
         boundaries = states | "Resolve" >> beam.Map(_resolve_all, beam.pvalue.AsDict(ties))
         decided = records | "Decide" >> beam.ParDo(_DecideFn(), beam.pvalue.AsSingleton(boundaries))
-        stats = counts | "Stats" >> beam.Map(lambda c: {"pool": c, "quota": quota_fn(c)})
+        stats = counts | "Stats" >> beam.Map(lambda pool, quota: {"pool": pool, "quota": quota}, beam.pvalue.AsSingleton(quotas))
         return {"records": decided, "stats": stats}
