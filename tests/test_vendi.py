@@ -149,7 +149,9 @@ def test_empty_input_scores_zero():
     assert vendi_score_from_kernel(np.zeros((3, 3))) == 0.0  # no positive eigenvalue
 
 
-@pytest.mark.parametrize("q, error", [(-0.5, ValueError), (float("nan"), ValueError), ("1", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "q, error", [(-0.5, ValueError), (float("nan"), ValueError), ("1", TypeError), (True, TypeError)]
+)
 def test_invalid_order_rejected(q, error):
     with pytest.raises(error, match="q="):
         vendi_score(np.eye(2), q)
@@ -233,7 +235,8 @@ def test_gram_combine_fn_four_methods_and_merge_order():
     parts.insert(2, fn.create_accumulator())  # empty partials merge as nothing
     forward = fn.extract_output(fn.merge_accumulators(parts))
     backward = fn.extract_output(fn.merge_accumulators(parts[::-1]))
-    nested = fn.extract_output(fn.merge_accumulators([fn.merge_accumulators(parts[:3]), fn.merge_accumulators(parts[3:])]))
+    halves = [fn.merge_accumulators(parts[:3]), fn.merge_accumulators(parts[3:])]
+    nested = fn.extract_output(fn.merge_accumulators(halves))
     for merged_gram, merged_n in (forward, backward, nested):
         assert merged_n == 25
         np.testing.assert_allclose(merged_gram, gram, rtol=1e-12, atol=1e-14)
@@ -262,6 +265,8 @@ def test_gram_combine_fn_rejects_bad_vectors():
         fn.add_input(accumulator, np.zeros(3))
     with pytest.raises(ValueError, match="equal length"):
         fn.add_input(accumulator, [np.ones(3), np.ones(2)])
+    with pytest.raises(ValueError, match=r"shape \(1, 0\)"):
+        fn.add_input(fn.create_accumulator(), [])
     with pytest.raises(ValueError, match="merge Gram matrices of dimension 3 and 2"):
         fn.merge_accumulators([accumulator, fn.add_input(fn.create_accumulator(), np.ones(2))])
 
