@@ -32,7 +32,7 @@ import time
 import apache_beam as beam
 
 from pipelines import options, runner
-from transforms import dsir, embed, io, kmeans, schema, select, zipfit
+from transforms import dsir, embed, io, kmeans, schema, select, vendi, zipfit
 
 METHODS = ("random", "dsir", "zipfit", "kmeans", "combined")
 TARGET_METHODS = frozenset({"dsir", "zipfit"})
@@ -248,11 +248,15 @@ def _attach_key(record: dict, job: SelectJob, moments: dict | None = None) -> di
     return {**record, select.KEY: selection_key(record, job, moments), select.GROUP: group}
 
 
+def _was_eligible(record: dict) -> bool:
+    """In the selection pool: selected, or eligible but not selected."""
+    return record[schema.SELECTED] or record.get(schema.DROP_REASON) == schema.NOT_SELECTED
+
+
 def _in_random_baseline(record: dict, selection_stats: dict, seed: int) -> bool:
-    """A seeded random subset of the eligible pool, of the selection's size in expectation."""
-    was_eligible = record[schema.SELECTED] or record.get(schema.DROP_REASON) == schema.NOT_SELECTED
+    """A seeded random subset of the selection pool, of the selection's size in expectation."""
     pool, chosen = sum(selection_stats["pool"].values()), sum(selection_stats["quota"].values())
-    return was_eligible and select.uniform_from_id(record[schema.ID], seed + BASELINE_SEED_OFFSET) * pool < chosen
+    return _was_eligible(record) and select.uniform_from_id(record[schema.ID], seed + BASELINE_SEED_OFFSET) * pool < chosen
 
 
 class _Stages:
@@ -316,10 +320,13 @@ def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
         decided | "WriteScores" >> io.WriteParquet(f"{job.output}/scores/part", io.scores_schema())
     errors = stages.errors | "FlattenErrors" >> beam.Flatten()
     errors | "WriteErrors" >> io.WriteErrors(f"{job.output}/errors/part")
+    baseline = decided | "RandomBaseline" >> beam.Filter(_in_random_baseline, beam.pvalue.AsSingleton(chosen["stats"]), job.seed)
+    if job.method in CLUSTER_METHODS:
+        # Diversity of the pool, the selection and the random baseline, on the same embeddings.
+        pool = decided | "Pool" >> beam.Filter(_was_eligible)
+        for name, subset in (("all", pool), ("selected", selected), ("random", baseline)):
+            stages.stats[f"vendi_{name}"] = (subset | f"Vendi{name.title()}" >> vendi.VendiOfRecords(embed.EMBEDDING))["stats"]
     if scored_dsir is not None:
-        baseline = decided | "RandomBaseline" >> beam.Filter(
-            _in_random_baseline, beam.pvalue.AsSingleton(chosen["stats"]), job.seed
-        )
         stages.stats["dsir_kl"] = (
             selected
             | "CountSelectedNgrams" >> dsir.CountNgrams(job.dsir)
