@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import pathlib
-import resource
 import shlex
 import subprocess
 import sys
@@ -56,15 +55,22 @@ def write_corpus(directory: pathlib.Path, n_docs: int) -> tuple[int, int]:
     return n_docs, text_bytes
 
 
-def run_select(corpus: pathlib.Path, output: pathlib.Path, extra: list[str]) -> tuple[float, int, list[str]]:
-    """Run winnow select; return (seconds, peak RSS in MB of the child processes, command)."""
+# Runs a command and prints the peak RSS (KB) of it and its descendants: a fresh process per
+# measurement, because RUSAGE_CHILDREN keeps the maximum over every child ever waited for.
+_PEAK_RSS = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def run_select(corpus: pathlib.Path, output: pathlib.Path, extra: list[str]) -> tuple[float, int]:
+    """Run winnow select; return (seconds, peak RSS in MB of its largest process)."""
     command = [sys.executable, "-m", "pipelines.cli", "select", "--input", str(corpus / "*"), "--output", str(output),
                "--fraction", "0.1", "--method", "random", "--write-scores", "--overwrite", *extra]
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    measured = subprocess.run([sys.executable, "-c", _PEAK_RSS, *command], check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
-    return seconds, peak_mb, command
+    return seconds, int(measured.stdout.strip()) // 1024
 
 
 def main(argv=None) -> int:
@@ -80,7 +86,7 @@ def main(argv=None) -> int:
         corpus.mkdir()
         n_docs, text_bytes = write_corpus(corpus, args.docs)
         for name, extra in configs:
-            seconds, peak_mb, command = run_select(corpus, pathlib.Path(tmp) / "out", extra)
+            seconds, peak_mb = run_select(corpus, pathlib.Path(tmp) / "out", extra)
             report = json.loads((pathlib.Path(tmp) / "out" / "report.json").read_text())
             assert report["counts"]["input"] == n_docs, report["counts"]
             rows.append((name, seconds, n_docs / seconds, text_bytes / 1e6 / seconds, peak_mb, report["timings_s"]))
