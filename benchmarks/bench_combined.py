@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import write_section  # noqa: E402
 
 N_SELECT = 300
 CONFIGS = [
@@ -51,6 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=pathlib.Path)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
@@ -70,12 +73,11 @@ def main(argv=None) -> int:
                 "vendi": (metrics["vendi_selected"]["vendi_score"], metrics["vendi_random"]["vendi_score"]),
                 "prose": tuple(sum(r["source"] == "reference_manual" for r in rs) / len(rs) for rs in (selected, random_rows)),
             }))
-    load = os.getloadavg()
     lines = [
         "## Combined selection vs random (demo corpus)",
         "",
         f"N = {N_SELECT} of the demo corpus (3,073 valid raw documents; target: 74 reference-manual documents), seed {args.seed}, "
-        f"`--method combined` with its defaults unless named. Load average {load[0]:.2f}.",
+        "`--method combined` with its defaults unless named.",
         "",
         "| combined config | mean alignment: combined / random | DSIR KL reduction: combined / random | Vendi (q=1): combined / random (ratio) | reference_manual share: combined / random |",
         "|---|---|---|---|---|",
@@ -83,11 +85,9 @@ def main(argv=None) -> int:
     for name, m in rows:
         (ca, ra), (ck, rk), (cv, rv), (cp, rp) = m["alignment"], m["kl"], m["vendi"], m["prose"]
         lines.append(f"| {name} | {ca:.4f} / {ra:.4f} | {ck:.3f} / {rk:.3f} | {cv:.1f} / {rv:.1f} ({cv / rv:.2f}) | {cp:.2f} / {rp:.2f} |")
-    lines += ["", "Command: `python benchmarks/bench_combined.py --out benchmarks/sections/combined.md`", ""]
-    section = "\n".join(lines)
-    print(section)
+    print("\n".join(lines))
     if args.out:
-        args.out.write_text(section)
+        write_section(args.out, lines, __file__, argv, load_before, os.getloadavg())
     return 0
 
 

@@ -30,8 +30,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import write_section  # noqa: E402
 from examples.make_demo_corpus import build  # noqa: E402
-from transforms import schema  # noqa: E402
 from transforms.dsir import (  # noqa: E402
     BATCH_SIZE,
     DsirConfig,
@@ -217,16 +217,7 @@ def main(argv=None) -> int:
                 f"| {hash_} | {row['selection']} | {row['n']} | {row['precision']:.3f} | "
                 f"{row['kl_target_selected']:.4f} | {row['kl_reduction_vs_random']:.4f} |"
             )
-    lines += [
-        "",
-        f"Machine load (1/5/15 min): before {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}, "
-        f"after {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f} (2 cores, shared).",
-        "",
-        f"Command: `{' '.join([pathlib.Path(sys.executable).name, *sys.argv])}`",
-        "",
-    ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines), encoding="utf-8")
+    write_section(args.out, lines, __file__, argv, load_before, load_after)
     return 0
 
 

@@ -36,6 +36,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import write_section  # noqa: E402
 from examples.make_demo_corpus import build  # noqa: E402
 from transforms import embed, kmeans, select, text, vendi  # noqa: E402
 from transforms.embed import EmbedConfig, embed_texts, fit_projection, make_vectorizer, tfidf_rows  # noqa: E402
@@ -250,7 +251,7 @@ def main(argv=None) -> int:
         "## k-means diversity (embeddings, clusters, quotas, SemDeDup)",
         "",
         f"Machine: {os.cpu_count()} cores ({platform.machine()}), numpy {np.__version__}, "
-        f"apache-beam {beam.__version__}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after. "
+        f"apache-beam {beam.__version__}. "
         f"Demo corpus: {n:,} records (`build(code_docs={args.code_docs})`). Throughputs are CPU seconds of this "
         f"process (best of {REPEATS}).",
         "",
@@ -293,13 +294,8 @@ def main(argv=None) -> int:
         "|---:|---:|---:|---:|---:|---:|",
         *[f"| {eps} | {dropped:,} | {caught} / {total} | {others:,} | {median:.2f} | {share:.2f} |"
           for eps, dropped, caught, total, others, median, share in semdedup_rows],
-        "",
-        "Command: `" + " ".join(["python", "benchmarks/bench_kmeans.py", *(sys.argv[1:] if argv is None else argv)])
-        + "`",
-        "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines), encoding="utf-8")
+    write_section(args.out, lines, __file__, argv, load_before, load_after)
     return 0
 
 

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from benchmarks.common import write_section  # noqa: E402
 from examples import make_demo_corpus  # noqa: E402
 
 N_SHARDS = 8
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
     parser.add_argument("--docs", type=int, default=200_000)
     parser.add_argument("--out", type=pathlib.Path, help="write the Markdown section here")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     configs = [("in_memory (1 process)", []),
                ("multi_processing, 2 workers", ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])]
     rows = []
@@ -90,13 +92,13 @@ def main(argv=None) -> int:
             report = json.loads((pathlib.Path(tmp) / "out" / "report.json").read_text())
             assert report["counts"]["input"] == n_docs, report["counts"]
             rows.append((name, seconds, n_docs / seconds, text_bytes / 1e6 / seconds, peak_mb, report["timings_s"]))
-    load = os.getloadavg()
     lines = [
         "## End to end: `winnow select --method random` (read -> select -> write)",
         "",
         f"{n_docs:,} documents, {text_bytes / 1e6:.0f} MB of text (demo text repeated and perturbed), "
-        f"{N_SHARDS} shards (.jsonl.zst and .parquet), `--fraction 0.1 --write-scores`. "
-        f"Machine: {os.cpu_count()} cores; load average before the last run {load[0]:.2f}.",
+        f"{N_SHARDS} shards (.jsonl.zst and .parquet), `--fraction 0.1 --write-scores`; each run is "
+        f"`{shlex.join(['winnow', 'select', '--input', 'CORPUS/*', '--output', 'OUT', '--fraction', '0.1', '--method', 'random', '--write-scores'])}` "
+        "plus the runner flags.",
         "",
         "| runner mode | wall s | docs/s | MB/s | peak RSS MB (largest process) | build / run / report s |",
         "|---|---|---|---|---|---|",
@@ -104,13 +106,9 @@ def main(argv=None) -> int:
     for name, seconds, docs_s, mb_s, peak, timings in rows:
         lines.append(f"| {name} | {seconds:.1f} | {docs_s:,.0f} | {mb_s:.2f} | {peak} | "
                      f"{timings['build']:.1f} / {timings['run']:.1f} / {timings['report']:.1f} |")
-    lines += ["", f"Command: `python benchmarks/bench_pipeline.py --docs {args.docs}`; each run is "
-              f"`{shlex.join(['winnow', 'select', '--input', 'CORPUS/*', '--output', 'OUT', '--fraction', '0.1', '--method', 'random', '--write-scores'])}` "
-              "plus the runner flags.", ""]
-    section = "\n".join(lines)
-    print(section)
+    print("\n".join(lines))
     if args.out:
-        args.out.write_text(section)
+        write_section(args.out, lines, __file__, argv, load_before, os.getloadavg())
     return 0
 
 

@@ -23,7 +23,6 @@ import math
 import os
 import pathlib
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ import numpy as np  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 from vendi_score import vendi as reference  # noqa: E402
 
+from benchmarks.common import write_section  # noqa: E402
 from examples.make_demo_corpus import build  # noqa: E402
 from transforms import embed  # noqa: E402
 from transforms.vendi import (  # noqa: E402
@@ -137,7 +137,6 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    command = "python benchmarks/bench_vendi.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     load_before = os.getloadavg()
     header = "| method | n | seconds | vectors/s | VS_1 | rel. diff vs reference |\n|---|---:|---:|---:|---:|---:|"
     lines = []
@@ -245,18 +244,13 @@ def main(argv=None) -> int:
         "## Vendi score",
         "",
         f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-        f"numpy {np.__version__}, apache-beam {beam.__version__}; load average "
-        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after. Best of {args.repeats} runs, "
+        f"numpy {np.__version__}, apache-beam {beam.__version__}. Best of {args.repeats} runs, "
         "methods interleaved (the Beam pipeline: one run). Every row of a table scores the same array "
         "in the same process.",
         "",
         *lines,
-        "",
-        f"Command: `{command}`",
-        "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(section))
+    write_section(args.out, section, __file__, argv, load_before, load_after)
     return 0
 
 

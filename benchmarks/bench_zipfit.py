@@ -12,7 +12,6 @@ Usage: ``python benchmarks/bench_zipfit.py --out benchmarks/sections/zipfit.md [
 import argparse
 import os
 import pathlib
-import shlex
 import sys
 import time
 import zlib
@@ -25,6 +24,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import write_section  # noqa: E402
 from examples.make_demo_corpus import build  # noqa: E402
 from transforms import zipfit as zf  # noqa: E402
 
@@ -102,10 +102,9 @@ def _beam_seconds(records, targets, score: bool):
     return time.perf_counter() - start
 
 
-def run(code_docs: int) -> str:
+def run(code_docs: int) -> list[str]:
     from zip_fit.zipfit import ZIPFIT
 
-    load_before = os.getloadavg()
     raw, target = build(code_docs)
     ids = [r["id"] for r in raw]
     texts = [r["text"].encode("utf-8") for r in raw]
@@ -157,7 +156,6 @@ def run(code_docs: int) -> str:
         alternative_rows.append((name, secs, scores))
 
     beam_secs, baseline_secs = _beam_seconds(raw, target, True), _beam_seconds(raw, target, False)
-    load_after = os.getloadavg()
 
     def rho(scores, level=default_level):
         return spearmanr(faithful[level], scores).statistic
@@ -222,15 +220,7 @@ def run(code_docs: int) -> str:
     ]
     for name, secs, scores in alternative_rows:
         lines.append(f"| {name} | {n_docs / secs:,.0f} | {rho(scores):.3f} | {_precision(scores, is_target, ids):.3f} |")
-    lines += [
-        "",
-        f"Machine: {os.cpu_count()} cores shared with other jobs; load average (1, 5, 15 min) "
-        f"{tuple(round(v, 2) for v in load_before)} before, {tuple(round(v, 2) for v in load_after)} after.",
-        "",
-        f"Command: `{' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}`",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv=None) -> int:
@@ -238,9 +228,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=pathlib.Path, required=True, help="Markdown section to write")
     parser.add_argument("--code-docs", type=int, default=3000, help="stdlib code chunks in the demo pool")
     args = parser.parse_args(argv)
-    section = run(args.code_docs)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(section, encoding="utf-8")
+    load_before = os.getloadavg()
+    lines = run(args.code_docs)
+    write_section(args.out, lines, __file__, argv, load_before, os.getloadavg())
     return 0
 
 

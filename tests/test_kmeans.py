@@ -17,7 +17,7 @@ from sklearn.cluster import KMeans
 from examples.make_demo_corpus import build
 from tests.helpers import local_pipeline
 from transforms import kmeans, schema
-from transforms.embed import EMBEDDING, Embed, EmbedConfig, embed_texts, fit_projection, make_vectorizer
+from transforms.embed import Embed, EmbedConfig, embed_texts, fit_projection, make_vectorizer
 from transforms.kmeans import (
     EMPTY_STATS,
     STRATEGIES,
@@ -51,7 +51,7 @@ def _blobs(n_per: int, centers: np.ndarray, scale: float, seed: int) -> np.ndarr
 
 
 def _records(X: np.ndarray, prefix: str = "r") -> list[dict]:
-    return [{"id": f"{prefix}{i:04d}", "text": "t", EMBEDDING: x} for i, x in enumerate(X)]
+    return [{"id": f"{prefix}{i:04d}", "text": "t", schema.EMBEDDING: x} for i, x in enumerate(X)]
 
 
 def _counters(result, step_prefix: str) -> dict[str, int]:
@@ -338,7 +338,7 @@ def test_cluster_kmeans_pipeline_assigns_like_the_core_and_routes_errors():
     records = _records(X)
     records += [
         {"id": "x-no-vector", "text": "t"},
-        {"id": "x-short", "text": "t", EMBEDDING: np.ones(3, dtype=np.float32)},
+        {"id": "x-short", "text": "t", schema.EMBEDDING: np.ones(3, dtype=np.float32)},
         schema.drop({"id": "x-dropped", "text": "t"}, schema.NEAR_DUPLICATE),
     ]
     config = KMeansConfig(k=4, seed=1)
@@ -371,7 +371,7 @@ def test_refinement_pass_is_a_lloyd_step_over_all_records():
     records = _records(X)
     config = KMeansConfig(k=3, sample_size=30, seed=2, refine_passes=1)
     ranked = sorted(records, key=lambda r: kmeans.embed.sample_rank(2, r["id"]))[:30]
-    sample = np.stack([r[EMBEDDING] for r in sorted(ranked, key=lambda r: r["id"])]).astype(np.float64)
+    sample = np.stack([r[schema.EMBEDDING] for r in sorted(ranked, key=lambda r: r["id"])]).astype(np.float64)
     initial = fit_centroids(sample, 3, seed=2)
     labels, distances = assign_clusters(X, initial)
     refined = lloyd_update(initial, dict(cluster_partials(X, labels, distances)))
@@ -388,11 +388,11 @@ def test_semantic_dedup_pipeline_drops_near_copies_per_cluster_and_splits_big_cl
     X = np.vstack([base, noisy])
     X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
     records = [
-        {"id": f"d{i:02d}", "text": "t", EMBEDDING: x, schema.CLUSTER: 0, schema.CLUSTER_DISTANCE: 0.0}
+        {"id": f"d{i:02d}", "text": "t", schema.EMBEDDING: x, schema.CLUSTER: 0, schema.CLUSTER_DISTANCE: 0.0}
         for i, x in enumerate(X)
     ]
     records += [
-        {"id": "free", "text": "t", EMBEDDING: X[0]},  # no cluster: passes through
+        {"id": "free", "text": "t", schema.EMBEDDING: X[0]},  # no cluster: passes through
         schema.drop({"id": "gone", "text": "t", schema.CLUSTER: 0}, schema.TOO_SHORT),
         {"id": "d99", "text": "t", schema.CLUSTER: 0},  # clustered, no embedding
     ]

@@ -15,7 +15,6 @@ from transforms import schema
 from transforms.vendi import (
     BAD_SHAPE,
     DIM_MISMATCH,
-    EMBEDDING_FIELD,
     EMPTY_SCORE,
     NO_EMBEDDING,
     NON_FINITE,
@@ -317,7 +316,7 @@ def test_vendi_score_pipeline():
 def test_vendi_of_records_pipeline_routes_bad_records_to_errors():
     rng = np.random.default_rng(11)
     good = _unit_rows(rng, 40, 5)
-    records = [{"id": f"g{i}", "text": "t", EMBEDDING_FIELD: v if i % 2 else v.tolist()} for i, v in enumerate(good)]
+    records = [{"id": f"g{i}", "text": "t", schema.EMBEDDING: v if i % 2 else v.tolist()} for i, v in enumerate(good)]
     bad = {
         "missing": (None, NO_EMBEDDING),
         "text": ("not a vector", NOT_NUMERIC),
@@ -326,7 +325,7 @@ def test_vendi_of_records_pipeline_routes_bad_records_to_errors():
         "zero": ([0.0] * 5, ZERO_NORM),
         "short": ([1.0, 2.0, 3.0], DIM_MISMATCH),
     }
-    records += [{"id": name, "text": "t", EMBEDDING_FIELD: value} for name, (value, _) in bad.items()]
+    records += [{"id": name, "text": "t", schema.EMBEDDING: value} for name, (value, _) in bad.items()]
     expected_reasons = sorted((name, f"vendi_failed: {why}") for name, (_, why) in bad.items())
 
     def check_errors(errors):

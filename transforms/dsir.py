@@ -69,6 +69,7 @@ from apache_beam.metrics import Metrics
 from transforms import schema
 from transforms.select import gumbel_noise
 from transforms.text import WORDPUNCT_PATTERN, wordpunct_tokens
+from transforms.validation import check_int, is_int
 
 NAMESPACE = "winnow.dsir"
 EPS = 1e-8  # the reference's smoothing of both distributions
@@ -112,14 +113,12 @@ class DsirConfig:
     def __post_init__(self):
         for name, low, high in (("buckets", 1, MAX_BUCKETS), ("ngrams", 1, MAX_NGRAMS), ("min_tokens", 0, None)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
+            if not is_int(value):
                 raise TypeError(f"{name}={value!r}; expected an int")
             if value < low or (high is not None and value > high):
                 bound = f"{low} <= {name} <= {high}" if high is not None else f"{name} >= {low}"
                 raise ValueError(f"{name}={value}; expected {bound}")
-        budget = self.raw_token_budget
-        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
-            raise ValueError(f"raw_token_budget={budget!r}; expected None or an int >= 1")
+        check_int("raw_token_budget", self.raw_token_budget, 1, allow_none=True)
         if self.hash not in HASHES:
             raise ValueError(f"hash={self.hash!r}; expected one of {HASHES}")
 
@@ -442,12 +441,8 @@ class NgramTotals(NamedTuple):
     tokens: int
 
 
-class NgramCountsCombineFn(beam.CombineFn):
-    """Texts, or lists of texts (batches), -> (B,) int64 hashed n-gram counts; no input -> zeros.
-
-    The accumulator is a fixed-size ``NgramTotals``; merges are sums, so any order gives the same
-    result. The hasher is built on first use in each process, never pickled.
-    """
+class _HashingCombineFn(beam.CombineFn):
+    """Base of the CombineFns that hash text: ``_get_hasher()`` builds the hasher once per process; never pickled."""
 
     def __init__(self, config: DsirConfig):
         super().__init__()
@@ -457,6 +452,19 @@ class NgramCountsCombineFn(beam.CombineFn):
     def __getstate__(self):
         return {**self.__dict__, "_hasher": None}
 
+    def _get_hasher(self) -> NgramHasher:
+        if self._hasher is None:
+            self._hasher = NgramHasher(self._config)
+        return self._hasher
+
+
+class NgramCountsCombineFn(_HashingCombineFn):
+    """Texts, or lists of texts (batches), -> (B,) int64 hashed n-gram counts; no input -> zeros.
+
+    The accumulator is a fixed-size ``NgramTotals``; merges are sums, so any order gives the same
+    result.
+    """
+
     def create_accumulator(self):
         return NgramTotals(np.zeros(self._config.buckets, dtype=np.int64), 0, 0)
 
@@ -465,9 +473,7 @@ class NgramCountsCombineFn(beam.CombineFn):
             texts = [texts]
         if not texts:
             return accumulator
-        if self._hasher is None:
-            self._hasher = NgramHasher(self._config)
-        features = self._hasher.featurize(texts)
+        features = self._get_hasher().featurize(texts)
         counts = accumulator.counts + ngram_counts(features, self._config.buckets)
         tokens = accumulator.tokens + int(features.n_tokens.sum())
         return NgramTotals(counts, accumulator.documents + len(texts), tokens)
@@ -489,16 +495,8 @@ class _NgramTotalsCombineFn(NgramCountsCombineFn):
         return accumulator
 
 
-class _TokenHistogramCombineFn(beam.CombineFn):
+class _TokenHistogramCombineFn(_HashingCombineFn):
     """Batches of (id, text) -> (BUDGET_BINS,) int64 tokens per id slice."""
-
-    def __init__(self, config: DsirConfig):
-        super().__init__()
-        self._config = config
-        self._hasher = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_hasher": None}
 
     def create_accumulator(self):
         return np.zeros(BUDGET_BINS, dtype=np.int64)
@@ -506,10 +504,8 @@ class _TokenHistogramCombineFn(beam.CombineFn):
     def add_input(self, accumulator, pairs):
         if not pairs:
             return accumulator
-        if self._hasher is None:
-            self._hasher = NgramHasher(self._config)
         ids, texts = zip(*pairs)
-        np.add.at(accumulator, id_bins(ids), self._hasher.count_tokens(list(texts)))
+        np.add.at(accumulator, id_bins(ids), self._get_hasher().count_tokens(list(texts)))
         return accumulator
 
     def merge_accumulators(self, accumulators):

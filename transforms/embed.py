@@ -41,7 +41,7 @@ Precomputed embeddings. With ``embedding_field`` the vectors are read from that 
 (parsed by ``vendi.parse_embedding``), L2-normalised, and checked to have length ``dim`` (by
 default the most common length in the data); unusable ones go to ``errors``.
 
-Output: every eligible record gets ``EMBEDDING`` (a private field the writer drops), a
+Output: every eligible record gets ``schema.EMBEDDING`` (a private field the writer drops), a
 (dim,) float32 unit vector. Records already dropped pass through unchanged.
 """
 
@@ -57,9 +57,10 @@ from sklearn.utils.extmath import randomized_svd
 
 from transforms import schema, text, vendi
 from transforms.io import error_record
+from transforms.validation import check_int, is_int
 
 NAMESPACE = "winnow.embed"
-EMBEDDING = vendi.EMBEDDING_FIELD
+EMBEDDING = schema.EMBEDDING  # the name pipelines/ use
 DEFAULT_DIM = 256
 MIN_DF = 2
 SAMPLE_TEXT_CHARS = 20_000
@@ -99,20 +100,19 @@ class EmbedConfig:
     embedding_field: str | None = None
 
     def __post_init__(self):
-        _check_int("dim", self.dim, 1, allow_none=True)
+        check_int("dim", self.dim, 1, allow_none=True)
         if self.analyzer not in ANALYZERS:
             raise ValueError(f"analyzer={self.analyzer!r}; expected one of {ANALYZERS}")
         bounds = tuple(self.ngram_range) if isinstance(self.ngram_range, (tuple, list)) else ()
-        is_ints = all(isinstance(v, int) and not isinstance(v, bool) for v in bounds)
-        if len(bounds) != 2 or not is_ints or not 1 <= bounds[0] <= bounds[1]:
+        if len(bounds) != 2 or not all(is_int(v) for v in bounds) or not 1 <= bounds[0] <= bounds[1]:
             raise ValueError(f"ngram_range={self.ngram_range!r}; expected (min_n, max_n) ints, 1 <= min_n <= max_n")
         object.__setattr__(self, "ngram_range", bounds)
-        _check_int("n_features", self.n_features, 2, MAX_HASH_FEATURES)
-        _check_int("max_features", self.max_features, 1, self.n_features)
+        check_int("n_features", self.n_features, 2, MAX_HASH_FEATURES)
+        check_int("max_features", self.max_features, 1, self.n_features)
         if self.projection not in PROJECTIONS:
             raise ValueError(f"projection={self.projection!r}; expected one of {PROJECTIONS}")
-        _check_int("sample_size", self.sample_size, 1)
-        _check_int("seed", self.seed, 0)
+        check_int("sample_size", self.sample_size, 1)
+        check_int("seed", self.seed, 0)
         field = self.embedding_field
         if field is not None and (not isinstance(field, str) or not field):
             raise ValueError(f"embedding_field={self.embedding_field!r}; expected None or a non-empty string")
@@ -121,14 +121,6 @@ class EmbedConfig:
     def hashed_dim(self) -> int:
         """Width of hashed-mode embeddings."""
         return DEFAULT_DIM if self.dim is None else self.dim
-
-
-def _check_int(name: str, value, low: int, high: int | None = None, allow_none: bool = False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        allowed = f"an int in [{low}, {high}]" if high is not None else f"an int >= {low}"
-        raise ValueError(f"{name}={value!r}; expected {'None or ' if allow_none else ''}{allowed}")
 
 
 # --- core ------------------------------------------------------------------------------------
@@ -293,7 +285,7 @@ def _failed(record: dict, why: str) -> beam.pvalue.TaggedOutput:
 
 
 class _EmbedTextFn(beam.DoFn):
-    """Batch of records -> eligible ones with ``EMBEDDING``; ones without a text -> ``errors``."""
+    """Batch of records -> eligible ones with ``schema.EMBEDDING``; ones without a text -> ``errors``."""
 
     def __init__(self, config: EmbedConfig):
         self._config = config
@@ -322,11 +314,11 @@ class _EmbedTextFn(beam.DoFn):
         self._embedded.inc(len(eligible))
         self._no_vocabulary.inc(int(empty.sum()))
         for record, vector in zip(eligible, vectors):
-            yield {**record, EMBEDDING: vector}
+            yield {**record, schema.EMBEDDING: vector}
 
 
 class _EmbedFieldFn(beam.DoFn):
-    """Record -> with ``EMBEDDING`` from its field; unusable vectors -> ``errors``."""
+    """Record -> with ``schema.EMBEDDING`` from its field; unusable vectors -> ``errors``."""
 
     def __init__(self, field: str):
         self._field = field
@@ -347,7 +339,7 @@ class _EmbedFieldFn(beam.DoFn):
             yield _failed(record, why)
             return
         self._embedded.inc()
-        yield {**record, EMBEDDING: vector}
+        yield {**record, schema.EMBEDDING: vector}
 
 
 def _projection_stats(projection: Projection, config: EmbedConfig) -> dict:
@@ -364,7 +356,7 @@ def _projection_stats(projection: Projection, config: EmbedConfig) -> dict:
 
 
 class Embed(beam.PTransform):
-    """Records -> records with ``EMBEDDING`` (a (dim,) float32 unit vector) on every eligible one.
+    """Records -> records with ``schema.EMBEDDING`` (a (dim,) float32 unit vector) on every eligible one.
 
     ``expand`` returns ``{"records", "errors", "stats"}``: ``records`` holds every input record
     that is not an error, dropped ones unchanged; ``errors`` the eligible records without a text

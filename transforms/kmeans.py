@@ -69,6 +69,7 @@ from sklearn.cluster import KMeans
 
 from transforms import embed, schema, vendi
 from transforms.io import error_record
+from transforms.validation import check_int, is_number
 
 NAMESPACE = "winnow.kmeans"
 STRATEGIES = ("balanced", "proportional", "prototypes", "complexity")
@@ -110,27 +111,16 @@ class KMeansConfig:
     complexity_neighbors: int = COMPLEXITY_NEIGHBORS
 
     def __post_init__(self):
-        _check_int("k", self.k, 1, allow_none=True)
-        _check_int("sample_size", self.sample_size, 1)
-        _check_int("seed", self.seed, 0)
-        _check_int("refine_passes", self.refine_passes, 0)
+        check_int("k", self.k, 1, allow_none=True)
+        check_int("sample_size", self.sample_size, 1)
+        check_int("seed", self.seed, 0)
+        check_int("refine_passes", self.refine_passes, 0)
         check_strategy(self.strategy)
         if self.semdedup_eps is not None:
             check_eps(self.semdedup_eps)
-        if not _is_number(self.complexity_temperature) or not self.complexity_temperature > 0:
+        if not is_number(self.complexity_temperature) or not self.complexity_temperature > 0:
             raise ValueError(f"complexity_temperature={self.complexity_temperature!r}; expected a number > 0")
-        _check_int("complexity_neighbors", self.complexity_neighbors, 1)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value, low: int, allow_none: bool = False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name}={value!r}; expected {'None or ' if allow_none else ''}an int >= {low}")
+        check_int("complexity_neighbors", self.complexity_neighbors, 1)
 
 
 def check_strategy(strategy) -> str:
@@ -142,7 +132,7 @@ def check_strategy(strategy) -> str:
 
 def check_eps(eps) -> float:
     """``eps`` as a float after checking 0 < eps < 1; raises ValueError."""
-    if not _is_number(eps) or not 0.0 < eps < 1.0:
+    if not is_number(eps) or not 0.0 < eps < 1.0:
         raise ValueError(f"eps={eps!r}; expected a number with 0 < eps < 1")
     return float(eps)
 
@@ -356,9 +346,9 @@ def cluster_quotas(
         {0: 2, 1: 5, 2: 5}
     """
     check_strategy(strategy)
-    _check_int("n", n, 0)
+    check_int("n", n, 0)
     for cluster, size in cluster_sizes.items():
-        _check_int(f"cluster_sizes[{cluster}]", size, 0)
+        check_int(f"cluster_sizes[{cluster}]", size, 0)
     clusters = sorted(cluster_sizes)
     sizes = np.array([cluster_sizes[c] for c in clusters], dtype=np.int64)
     total = int(min(n, sizes.sum()))
@@ -371,7 +361,7 @@ def cluster_quotas(
     else:
         if complexity is None or any(c not in complexity for c in clusters):
             raise ValueError("strategy='complexity' needs complexity[c] for every cluster c in cluster_sizes")
-        if not _is_number(temperature) or not temperature > 0:
+        if not is_number(temperature) or not temperature > 0:
             raise ValueError(f"temperature={temperature!r}; expected a number > 0")
         scores = np.array([complexity[c] for c in clusters], dtype=np.float64) / temperature
         if not np.isfinite(scores).all():
@@ -458,7 +448,7 @@ def _failed(record: dict, method: str, why: str) -> beam.pvalue.TaggedOutput:
 
 def _sample_entry(record: dict, seed: int):
     """Eligible record -> (rank, id, (d,) float32 embedding); nothing without a usable embedding."""
-    vector, _ = vendi.parse_embedding(record.get(embed.EMBEDDING), normalize=True)
+    vector, _ = vendi.parse_embedding(record.get(schema.EMBEDDING), normalize=True)
     if vector is not None:
         yield embed.sample_rank(seed, record[schema.ID]), record[schema.ID], vector.astype(np.float32)
 
@@ -508,7 +498,7 @@ class _AssignFn(beam.DoFn):
                     self._passed.inc()
                     yield record
                 continue
-            vector, why = embed.field_vector(record.get(embed.EMBEDDING), dim, unit=False)  # as Embed wrote it
+            vector, why = embed.field_vector(record.get(schema.EMBEDDING), dim, unit=False)  # as Embed wrote it
             if why is None:
                 eligible.append(record)
                 vectors.append(vector)
@@ -537,7 +527,7 @@ def _cluster_sums(partials, label: str):
 
 
 class ClusterKMeans(beam.PTransform):
-    """Records with ``embed.EMBEDDING`` -> records with ``cluster`` (int) and ``cluster_distance`` (float).
+    """Records with ``schema.EMBEDDING`` -> records with ``cluster`` (int) and ``cluster_distance`` (float).
 
     ``expand`` returns a dict:
         ``"records"``: every input record that is not an error; eligible ones get
@@ -651,7 +641,7 @@ class _SemanticDedupFn(beam.DoFn):
         _, group = keyed_group
         valid, vectors, dim = [], [], None
         for record in sorted(group, key=lambda r: r[schema.ID]):
-            vector, why = embed.field_vector(record.get(embed.EMBEDDING), dim)  # the first fixes dim
+            vector, why = embed.field_vector(record.get(schema.EMBEDDING), dim)  # the first fixes dim
             if why is None:
                 dim = len(vector)
                 valid.append(record)
@@ -711,7 +701,7 @@ class SemanticDedup(beam.PTransform):
     def __init__(self, eps: float, max_group_size: int = MAX_GROUP_SIZE):
         super().__init__()
         self._eps = check_eps(eps)
-        _check_int("max_group_size", max_group_size, 1)
+        check_int("max_group_size", max_group_size, 1)
         self._max_group_size = max_group_size
 
     def expand(self, records):

@@ -24,6 +24,8 @@ ZIPFIT_ALIGNMENT = "zipfit_alignment"
 CLUSTER = "cluster"
 CLUSTER_DISTANCE = "cluster_distance"
 DUPLICATE_OF = "duplicate_of"
+# Private (dim,) float32 embedding set by embed.Embed and read by kmeans/vendi; the writer drops it.
+EMBEDDING = "__winnow_embedding"
 
 SCORE_COLUMNS = {
     DSIR_LOG_WEIGHT: pa.float64(),

@@ -53,9 +53,9 @@ from apache_beam.metrics import Metrics
 
 from transforms import schema
 from transforms.io import error_record
+from transforms.validation import check_int, is_number
 
 NAMESPACE = "winnow.vendi"
-EMBEDDING_FIELD = "__winnow_embedding"
 EMPTY_SCORE = 0.0
 PROFILE_ORDERS = (0.0, 0.5, 1.0, 2.0, math.inf)
 # Rows per Xᵀ X update: a (1024, d) float64 block keeps BLAS busy while staying a few MB (on
@@ -74,7 +74,7 @@ INVALID_REASONS = (NO_EMBEDDING, NOT_NUMERIC, BAD_SHAPE, NON_FINITE, ZERO_NORM, 
 
 def check_order(q) -> float:
     """``q`` as a float after checking it is a number in [0, inf]; raises TypeError/ValueError."""
-    if isinstance(q, bool) or not isinstance(q, (int, float, np.integer, np.floating)):
+    if not is_number(q):
         raise TypeError(f"q={q!r}; expected a number in [0, inf]")
     if math.isnan(q) or q < 0:
         raise ValueError(f"q={q!r}; expected a number in [0, inf]")
@@ -102,14 +102,13 @@ class VendiConfig:
     q: float = 1.0
     normalize: bool = True
     dim: int | None = None
-    field: str = EMBEDDING_FIELD
+    field: str = schema.EMBEDDING
 
     def __post_init__(self):
         object.__setattr__(self, "q", check_order(self.q))
         if not isinstance(self.normalize, bool):
             raise TypeError(f"normalize={self.normalize!r}; expected a bool")
-        if self.dim is not None and (isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1):
-            raise ValueError(f"dim={self.dim!r}; expected None or an int >= 1")
+        check_int("dim", self.dim, 1, allow_none=True)
         if not isinstance(self.field, str) or not self.field:
             raise ValueError(f"field={self.field!r}; expected a non-empty string")
 
@@ -495,7 +494,7 @@ class VendiOfRecords(beam.PTransform):
         dim: embedding dimension, or None to use the most common one.
     """
 
-    def __init__(self, field: str = EMBEDDING_FIELD, q: float = 1.0, normalize: bool = True, dim: int | None = None):
+    def __init__(self, field: str = schema.EMBEDDING, q: float = 1.0, normalize: bool = True, dim: int | None = None):
         super().__init__()
         self._config = VendiConfig(q=q, normalize=normalize, dim=dim, field=field)
 

@@ -68,6 +68,7 @@ import numpy as np
 import zstandard
 
 from transforms.schema import ERRORS_TAG, ID, TEXT, ZIPFIT_ALIGNMENT, is_eligible
+from transforms.validation import check_int, is_int
 
 __all__ = [
     "ZipfitConfig",
@@ -100,10 +101,6 @@ TRAINED, RAW_CONTENT = "trained", "raw_content"
 MAX_BATCH = 512
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class ZipfitConfig:
     """ZIP-FIT settings; validated on construction.
@@ -127,14 +124,13 @@ class ZipfitConfig:
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r}; expected one of {MODES}")
         low, high = LEVEL_RANGES[self.mode]
-        if self.level is not None and not (_is_int(self.level) and low <= self.level <= high):
+        if self.level is not None and not (is_int(self.level) and low <= self.level <= high):
             raise ValueError(
                 f"level={self.level!r}; expected an int in [{low}, {high}] for mode {self.mode!r}, "
                 f"or None for {DEFAULT_LEVELS[self.mode]}"
             )
-        if not (_is_int(self.target_sample) and self.target_sample >= 1):
-            raise ValueError(f"target_sample={self.target_sample!r}; expected an int >= 1")
-        if not _is_int(self.seed):
+        check_int("target_sample", self.target_sample, 1)
+        if not is_int(self.seed):
             raise ValueError(f"seed={self.seed!r}; expected an int")
 
     @property
