@@ -8,8 +8,8 @@ Deterministic and offline: the same interpreter version gives byte-identical sha
 - ``stdlib_code`` documents: the standard library's own source, cut into ~1.5 KB chunks on line
   boundaries.
 - Duplicates with known answers: ``exact_copy`` (whitespace and case changed only) and
-  ``near_copy`` (a few words replaced, word 5-gram Jaccard about 0.85 or more) records, each with
-  ``copy_of`` naming the original's id.
+  ``near_copy`` (one word in 100 replaced: word 5-gram Jaccard about (1 - 5/100) / (1 + 5/100)
+  = 0.9) records, each with ``copy_of`` naming the original's id.
 - A handful of bad records (invalid JSON, missing or non-string or empty text, invalid UTF-8)
   in the first shard, which winnow must send to ``errors/``.
 
@@ -89,9 +89,9 @@ def code_chunks(limit: int) -> list[str]:
 
 
 def near_copy(text: str, seed: str) -> str:
-    """Replace one word in every 40 with a marker word: word 5-gram Jaccard stays >= ~0.8."""
+    """Replace one word in every 100 with a marker word: word 5-gram Jaccard about 0.9."""
     words = text.split()
-    step = 40
+    step = 100
     offset = int(_stable_order(seed), 16) % step
     for i in range(offset, len(words), step):
         words[i] = "edited"

@@ -13,6 +13,7 @@ USAGE = """usage: winnow <command> [options]
 
 commands:
   select   read shards, deduplicate, score and select a subset (Parquet + report)
+  dedup    remove exact and near duplicates, keep one record per cluster (Parquet + report)
   vendi    print the Vendi score (diversity) of a dataset
 
 Run 'winnow <command> --help' for a command's options.
@@ -50,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     debug = bool(os.environ.get("WINNOW_DEBUG"))
     configure_logging(debug)
-    from pipelines import options, runner, select_job, vendi_job
+    from pipelines import dedup_job, options, runner, select_job, vendi_job
     from transforms import io
 
-    commands = {"select": select_job.main, "vendi": vendi_job.main}
+    commands = {"select": select_job.main, "dedup": dedup_job.main, "vendi": vendi_job.main}
     command, rest = argv[0], argv[1:]
     if command not in commands:
         print(f"winnow: unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)

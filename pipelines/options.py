@@ -12,6 +12,8 @@ import difflib
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from transforms import minhash
+
 
 class UsageError(Exception):
     """The command line or config file is wrong; the message says how."""
@@ -123,3 +125,32 @@ def fraction(text: str) -> float:
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {value}")
     return value
+
+
+DEDUP_RECALL_WEIGHT = 0.8  # winnow verifies every LSH link, so a false positive costs little
+
+
+def add_minhash_arguments(group, prefix: str) -> None:
+    """MinHash-LSH flags (``--{prefix}threshold``, ...) shared by ``winnow select`` and ``winnow dedup``."""
+    group.add_argument(f"--{prefix}threshold", type=float, default=0.8, help="Jaccard similarity of near-duplicates (default: %(default)s)")
+    group.add_argument(f"--{prefix}num-perm", type=positive_int, default=128, help="MinHash permutations (default: %(default)s)")
+    group.add_argument(f"--{prefix}shingle", type=positive_int, default=5, help="shingle size n (default: %(default)s)")
+    group.add_argument(f"--{prefix}shingle-kind", choices=("word", "char"), default="word", help="word or character n-grams (default: %(default)s)")
+    group.add_argument(
+        f"--{prefix}false-negative-weight", type=float, default=DEDUP_RECALL_WEIGHT,
+        help="weight of missed pairs vs false candidates when choosing bands x rows (datasketch: 0.5; default: %(default)s, "
+        "since every candidate link is verified)",
+    )
+
+
+def minhash_config(args, prefix: str, seed: int):
+    """The MinHashConfig of the flags added by ``add_minhash_arguments``; UsageError on bad values."""
+    dest = prefix.replace("-", "_")
+    try:
+        return minhash.MinHashConfig(
+            threshold=getattr(args, f"{dest}threshold"), num_perm=getattr(args, f"{dest}num_perm"),
+            shingle=getattr(args, f"{dest}shingle"), shingle_kind=getattr(args, f"{dest}shingle_kind"),
+            false_negative_weight=getattr(args, f"{dest}false_negative_weight"), seed=seed,
+        )
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from None

@@ -98,6 +98,41 @@ def outcome_stats(records: beam.PCollection, errors: beam.PCollection) -> dict[s
     return {"outcomes": outcomes, **counts}
 
 
+def write_outputs(decided: beam.PCollection, errors: beam.PCollection, output: str, selected_schema, write_scores: bool) -> beam.PCollection:
+    """Write ``selected/``, optionally ``scores/``, and ``errors/``; return the selected records."""
+    selected = decided | "KeepSelected" >> beam.Filter(lambda r: r[schema.SELECTED])
+    selected | "WriteSelected" >> io.WriteParquet(f"{output}/selected/part", selected_schema)
+    if write_scores:
+        decided | "WriteScores" >> io.WriteParquet(f"{output}/scores/part", io.scores_schema())
+    errors | "WriteErrors" >> io.WriteErrors(f"{output}/errors/part")
+    return selected
+
+
+def execute(name: str, argv: list[str], output: str, overwrite: bool, beam_flags: list[str], build, job_options: dict, warnings_fn) -> dict:
+    """Prepare ``output``, build the pipeline with ``build(pipeline)``, run it, write the report.
+
+    Returns the report document. Raises UsageError (output in use) or JobFailed.
+    """
+    started = time.perf_counter()
+    prepare_output(output, overwrite)
+    pipeline = make_pipeline(beam_flags)
+    build(pipeline)
+    built = time.perf_counter()
+    LOG.info("%s: pipeline built in %.1fs; running", name, built - started)
+    result = run(pipeline)
+    ran = time.perf_counter()
+    document = finish(
+        output, result, ["winnow", name, *argv], {**job_options, "beam_flags": beam_flags},
+        {"build": round(built - started, 3), "run": round(ran - built, 3)}, warnings_fn,
+    )
+    counts = document["counts"]
+    for warning in document["warnings"]:
+        LOG.warning("%s: %s", name, warning)
+    LOG.info("%s: read %d, invalid %d, selected %d, dropped %s -> %s",
+             name, counts["input"], counts["invalid"], counts["selected"], counts["dropped"], output)
+    return document
+
+
 _CAUSE = re.compile(r"(?:InputError|UsageError|ValueError): (.+)")
 
 

@@ -27,18 +27,17 @@ Selection keys per method (``transforms/select.py`` picks the top N by key, ties
 import argparse
 import dataclasses
 import math
-import time
 
 import apache_beam as beam
 
 from pipelines import options, runner
-from transforms import dsir, embed, io, kmeans, schema, select, vendi, zipfit
+from transforms import dedup, dsir, embed, io, kmeans, minhash, schema, select, vendi, zipfit
 
 METHODS = ("random", "dsir", "zipfit", "kmeans", "combined")
 TARGET_METHODS = frozenset({"dsir", "zipfit"})
 CLUSTER_METHODS = frozenset({"kmeans", "combined"})
 COMBINED_SCORES = (schema.DSIR_LOG_WEIGHT, schema.ZIPFIT_ALIGNMENT)
-DEDUP_CHOICES = ("none",)
+DEDUP_CHOICES = ("none", "exact", "minhash", "exact,minhash")
 DEFAULT_FRACTION = 0.1
 BASELINE_SEED_OFFSET = 1  # the random baseline of the metrics uses seed + 1, independent of the selection
 
@@ -66,8 +65,10 @@ def select_parser() -> argparse.ArgumentParser:
     size.add_argument("--num-select", type=options.positive_int, metavar="N", help="select exactly N records (all of them if fewer are eligible)")
     size.add_argument("--fraction", type=options.fraction, metavar="F", help=f"select round(F x eligible records) (default: {DEFAULT_FRACTION})")
     selection.add_argument("--method", choices=METHODS, default="random", help="how records are scored and selected (default: %(default)s)")
-    selection.add_argument("--dedup", choices=DEDUP_CHOICES, default="none", help="duplicate removal before selection (default: %(default)s)")
+    selection.add_argument("--dedup", type=_dedup_steps, default="none", metavar="|".join(DEDUP_CHOICES),
+                           help="duplicate removal before selection: exact (normalized text) and/or minhash (near-duplicates) (default: %(default)s)")
     selection.add_argument("--seed", type=int, default=0, help="seed of every random choice; same seed, same output on any runner (default: %(default)s)")
+    options.add_minhash_arguments(parser.add_argument_group("near-duplicates (--dedup minhash)"), "dedup-")
     dsir_group = parser.add_argument_group("dsir (hashed n-gram importance resampling, Xie et al. 2023)")
     dsir_group.add_argument("--dsir-buckets", type=options.positive_int, default=10_000, help="hash buckets (default: %(default)s)")
     dsir_group.add_argument("--dsir-ngrams", type=options.positive_int, default=2, help="n-gram order; 2 = unigrams and bigrams (default: %(default)s)")
@@ -94,6 +95,16 @@ def select_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dedup_steps(text: str) -> str:
+    """argparse type: 'none' or a comma list of 'exact' and 'minhash', normalized to that order."""
+    steps = {step.strip() for step in text.split(",") if step.strip()}
+    if steps == {"none"}:
+        return "none"
+    if not steps or not steps <= {"exact", "minhash"}:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected one of {', '.join(DEDUP_CHOICES)}")
+    return ",".join(step for step in ("exact", "minhash") if step in steps)
+
+
 @dataclasses.dataclass(frozen=True)
 class SelectJob:
     """A validated ``winnow select`` run."""
@@ -104,6 +115,8 @@ class SelectJob:
     read: io.ReadConfig
     quota: select.TotalQuota
     method: str
+    dedup: str
+    minhash: minhash.MinHashConfig
     seed: int
     write_scores: bool
     overwrite: bool
@@ -131,7 +144,8 @@ class SelectJob:
             return cls(
                 inputs=tuple(args.input), targets=tuple(args.target or ()), output=args.output.rstrip("/"),
                 read=io.ReadConfig(text_field=args.text_field, id_field=args.id_field),
-                quota=quota, method=args.method, seed=args.seed, write_scores=args.write_scores, overwrite=args.overwrite,
+                quota=quota, method=args.method, dedup=args.dedup, minhash=options.minhash_config(args, "dedup-", args.seed + 1),
+                seed=args.seed, write_scores=args.write_scores, overwrite=args.overwrite,
                 dsir=dsir.DsirConfig(
                     buckets=args.dsir_buckets, ngrams=args.dsir_ngrams, min_tokens=args.dsir_min_tokens,
                     raw_token_budget=args.dsir_raw_token_budget, hash=args.dsir_hash,
@@ -292,6 +306,10 @@ def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
     target = None
     if job.uses_target:
         target = stages.apply(pipeline, "read_target", "ReadTarget", io.ReadDocuments(job.targets, job.read, io.TARGET_ROLE))["records"]
+    if "exact" in job.dedup:
+        records = stages.apply(records, "dedup_exact", "DedupExact", dedup.DedupExact())["records"]
+    if "minhash" in job.dedup:
+        records = stages.apply(records, "dedup_minhash", "DedupNearMinHash", dedup.DedupNearMinHash(job.minhash))["records"]
     scored_dsir = None
     if job.runs_dsir:
         scored_dsir = stages.apply(records, "dsir", "ScoreDsir", dsir.ScoreDsir(target, job.dsir))
@@ -314,12 +332,8 @@ def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
     keyed = records | "AttachKeys" >> beam.Map(_attach_key, job, *key_args)
     chosen = stages.apply(keyed, "selection", "SelectTop", select.SelectTop(quota_fn, quota_input))
     decided = chosen["records"]
-    selected = decided | "KeepSelected" >> beam.Filter(lambda r: r[schema.SELECTED])
-    selected | "WriteSelected" >> io.WriteParquet(f"{job.output}/selected/part", selected_schema)
-    if job.write_scores:
-        decided | "WriteScores" >> io.WriteParquet(f"{job.output}/scores/part", io.scores_schema())
     errors = stages.errors | "FlattenErrors" >> beam.Flatten()
-    errors | "WriteErrors" >> io.WriteErrors(f"{job.output}/errors/part")
+    selected = runner.write_outputs(decided, errors, job.output, selected_schema, job.write_scores)
     baseline = decided | "RandomBaseline" >> beam.Filter(_in_random_baseline, beam.pvalue.AsSingleton(chosen["stats"]), job.seed)
     if job.method in CLUSTER_METHODS:
         # Diversity of the pool, the selection and the random baseline, on the same embeddings.
@@ -348,28 +362,13 @@ def check_target(job: SelectJob) -> None:
 
 def main(argv: list[str]) -> int:
     """Run ``winnow select``; returns the exit code. Raises UsageError, InputError, JobFailed."""
-    started = time.perf_counter()
     args, beam_flags = options.parse(select_parser(), argv)
     job = SelectJob.from_args(args)
     selected_schema = io.selected_schema(io.probe_extra_fields(list(job.inputs), job.read))
     check_target(job)
-    runner.prepare_output(job.output, job.overwrite)
-    pipeline = runner.make_pipeline(beam_flags)
-    build(pipeline, job, selected_schema)
-    built = time.perf_counter()
-    runner.LOG.info("select: pipeline built in %.1fs; running", built - started)
-    result = runner.run(pipeline)
-    ran = time.perf_counter()
-    document = runner.finish(
-        job.output, result, ["winnow", "select", *argv], _job_options(job, beam_flags),
-        {"build": round(built - started, 3), "run": round(ran - built, 3)}, lambda stats: _warnings(job, stats),
-    )
-    counts = document["counts"]
-    for warning in document["warnings"]:
-        runner.LOG.warning("select: %s", warning)
-    runner.LOG.info(
-        "select: read %d, invalid %d, selected %d, dropped %s -> %s",
-        counts["input"], counts["invalid"], counts["selected"], counts["dropped"], job.output,
+    runner.execute(
+        "select", argv, job.output, job.overwrite, beam_flags, lambda pipeline: build(pipeline, job, selected_schema),
+        dataclasses.asdict(job), lambda stats: _warnings(job, stats),
     )
     return 0
 
@@ -382,7 +381,3 @@ def _warnings(job: SelectJob, stats: dict) -> list[str]:
     return []
 
 
-def _job_options(job: SelectJob, beam_flags: list[str]) -> dict:
-    described = dataclasses.asdict(job)
-    described["beam_flags"] = beam_flags
-    return described
