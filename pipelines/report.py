@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms import schema
 
 STATS_FILE = "_winnow_stats.json"
+MAX_BARS = 30  # longest bar chart: the largest clusters / busiest stages
 VERSIONED_PACKAGES = ("winnow", "apache-beam", "numpy", "pyarrow", "scikit-learn", "datasketch", "zstandard")
 
 
@@ -101,6 +102,35 @@ def _bar_chart(title: str, values: dict[str, float]) -> str:
     )
 
 
+_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")
+
+
+def _quantile_chart(title: str, series: dict[str, list[float]]) -> str:
+    """An inline SVG line chart of quantile functions: x = quantile level 0..1, y = value."""
+    series = {name: values for name, values in series.items() if values}
+    if not series:
+        return f"<p>{html.escape(title)}: no values.</p>"
+    width, height, left, top, plot_w, plot_h = 640, 300, 70, 30, 540, 220
+    low = min(min(v) for v in series.values())
+    high = max(max(v) for v in series.values())
+    span = (high - low) or 1.0
+    parts = [f'<text x="4" y="18" font-weight="bold">{html.escape(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+             f'<text x="{left - 6}" y="{top + 10}" text-anchor="end">{high:.3g}</text>',
+             f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end">{low:.3g}</text>',
+             f'<text x="{left}" y="{top + plot_h + 18}">quantile 0</text>',
+             f'<text x="{left + plot_w}" y="{top + plot_h + 18}" text-anchor="end">1</text>']
+    for i, (name, values) in enumerate(series.items()):
+        color = _COLORS[i % len(_COLORS)]
+        points = " ".join(
+            f"{left + plot_w * j / max(len(values) - 1, 1):.1f},{top + plot_h * (1 - (v - low) / span):.1f}" for j, v in enumerate(values)
+        )
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
+        parts.append(f'<text x="{left + 10 + 110 * i}" y="{height - 8}" fill="{color}">— {html.escape(name)}</text>')
+    return (f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'font-family="sans-serif" font-size="12">{"".join(parts)}</svg>')
+
+
 def _table(rows: dict) -> str:
     cells = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v) if isinstance(v, (dict, list)) else str(v))}</td></tr>"
@@ -109,10 +139,38 @@ def _table(rows: dict) -> str:
     return f"<table>{cells}</table>"
 
 
+def _plots(report: dict) -> list[str]:
+    """The charts of the method metrics that are present in the report."""
+    metrics = report["metrics"]
+    plots = []
+    for column, quantiles in metrics.get("score_quantiles", {}).items():
+        plots.append(_quantile_chart(f"{column}: distribution, all eligible vs selected", quantiles))
+    selection = metrics.get("selection", {})
+    if len(selection.get("pool", {})) > 1:
+        largest = sorted(selection["pool"], key=lambda g: -selection["pool"][g])[:MAX_BARS]
+        plots.append(_bar_chart(f"Cluster sizes (largest {len(largest)})", {f"cluster {g}": selection["pool"][g] for g in largest}))
+        plots.append(_bar_chart("Selected per cluster (same clusters)", {f"cluster {g}": selection["quota"][g] for g in largest}))
+    for name, key in (("dedup_exact", "group_size_histogram"), ("dedup_minhash", "cluster_size_histogram")):
+        histogram = metrics.get(name, {}).get(key)
+        if histogram:
+            ordered = sorted(histogram.items(), key=lambda kv: int(kv[0]))
+            plots.append(_bar_chart(f"{name}: duplicate groups by size", {f"size {size}": n for size, n in ordered}))
+    vendi_scores = {name: metrics[f"vendi_{name}"]["vendi_score"] for name in ("all", "selected", "random") if f"vendi_{name}" in metrics}
+    if vendi_scores:
+        plots.append(_bar_chart("Vendi score (q=1, cosine): all eligible, selected, random subset", vendi_scores))
+    if "dsir_kl" in metrics:
+        plots.append(_bar_chart("DSIR KL reduction: selected vs random subset", metrics["dsir_kl"]))
+    if report.get("stage_busy_s"):
+        plots.append(_bar_chart("Busy seconds per stage (all workers)", dict(list(report["stage_busy_s"].items())[:MAX_BARS])))
+    return plots
+
+
 def render_html(report: dict) -> str:
-    """report.html: counts, outcomes chart, method metrics, timings, command and versions."""
+    """report.html: counts, outcome and method charts, metrics, timings, command and versions."""
     counts = report["counts"]
     outcomes = {"selected": counts["selected"], **counts["dropped"], "invalid": counts["invalid"]}
+    run_s = report["timings_s"].get("run") or 0
+    throughput = {"documents per second (run phase)": round(counts["input"] / run_s, 1) if run_s else "n/a"}
     sections = [
         "<h1>winnow report</h1>",
         "<h2>Counts</h2>",
@@ -124,10 +182,13 @@ def render_html(report: dict) -> str:
     ]
     if report["warnings"]:
         sections += ["<h2>Warnings</h2><ul>", *(f"<li>{html.escape(w)}</li>" for w in report["warnings"]), "</ul>"]
+    sections += ["<h2>Plots</h2>", *_plots(report)]
     for name, metrics in report["metrics"].items():
-        sections += [f"<h2>{html.escape(name)}</h2>", _table(metrics if isinstance(metrics, dict) else {name: metrics})]
+        if name != "score_quantiles":
+            sections += [f"<h2>{html.escape(name)}</h2>", _table(metrics if isinstance(metrics, dict) else {name: metrics})]
     sections += [
         "<h2>Timings (s)</h2>",
+        _table({**report["timings_s"], **throughput}),
         _bar_chart("Wall time by phase (s)", report["timings_s"]),
         "<h2>Command</h2>",
         f"<pre>{html.escape(' '.join(report['command']))}</pre>",
@@ -137,7 +198,7 @@ def render_html(report: dict) -> str:
     style = (
         "body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        "th{background:#f3f3f3}pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}"
+        "th{background:#f3f3f3}pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}svg.plot{display:block;margin:1em 0}"
     )
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>winnow report</title>'

@@ -156,6 +156,27 @@ def records_read(result) -> int | None:
     return sum(c.committed or 0 for c in counters) if counters else 0
 
 
+STAGE_TIME_METRIC = "ptransform_execution_time:total_msecs"
+
+
+def stage_seconds(result) -> dict[str, float]:
+    """Busy seconds per top-level stage (e.g. ``ReadInputs``, ``ScoreDsir``), summed over workers.
+
+    From Beam's ``ptransform_execution_time`` monitoring counters; empty when the runner does
+    not report them.
+    """
+    try:
+        counters = result.monitoring_metrics().query()["counters"]
+    except (AttributeError, NotImplementedError, KeyError):
+        return {}
+    msecs: dict[str, int] = {}
+    for counter in counters:
+        if STAGE_TIME_METRIC in counter.key.metric.name:
+            stage = counter.key.step.split("/")[0]
+            msecs[stage] = msecs.get(stage, 0) + (counter.committed or 0)
+    return {stage: round(total / 1000, 3) for stage, total in sorted(msecs.items(), key=lambda kv: -kv[1]) if total}
+
+
 def finish(output: str, result, command: list[str], options: dict, timings: dict, warnings_fn) -> dict:
     """Turn the run's stats into report.json and report.html; return the report.
 
@@ -167,6 +188,7 @@ def finish(output: str, result, command: list[str], options: dict, timings: dict
     FileSystems.delete([stats_path])
     timings = {**timings, "report": 0.0}
     document = report.build_report(stats, records_read(result), command, options, timings, warnings_fn(stats))
+    document["stage_busy_s"] = stage_seconds(result)
     if not all(document["checks"].values()):
         raise JobFailed(f"accounting check failed: {document['checks']}; counts {document['counts']}")
     document["timings_s"]["report"] = round(time.perf_counter() - started, 3)

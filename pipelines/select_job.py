@@ -37,6 +37,8 @@ METHODS = ("random", "dsir", "zipfit", "kmeans", "combined")
 TARGET_METHODS = frozenset({"dsir", "zipfit"})
 CLUSTER_METHODS = frozenset({"kmeans", "combined"})
 COMBINED_SCORES = (schema.DSIR_LOG_WEIGHT, schema.ZIPFIT_ALIGNMENT)
+PLOTTED_SCORES = (schema.DSIR_LOG_WEIGHT, schema.ZIPFIT_ALIGNMENT, schema.CLUSTER_DISTANCE)
+N_QUANTILES = 21  # the report plots each score's distribution as 21 quantiles, 0 to 1 in steps of 0.05
 DEDUP_CHOICES = ("none", "exact", "minhash", "exact,minhash")
 DEFAULT_FRACTION = 0.1
 BASELINE_SEED_OFFSET = 1  # the random baseline of the metrics uses seed + 1, independent of the selection
@@ -335,9 +337,12 @@ def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
     errors = stages.errors | "FlattenErrors" >> beam.Flatten()
     selected = runner.write_outputs(decided, errors, job.output, selected_schema, job.write_scores)
     baseline = decided | "RandomBaseline" >> beam.Filter(_in_random_baseline, beam.pvalue.AsSingleton(chosen["stats"]), job.seed)
+    pool = decided | "Pool" >> beam.Filter(_was_eligible)
+    plotted = [column for column, ran in zip(PLOTTED_SCORES, (job.runs_dsir, job.runs_zipfit, job.method in CLUSTER_METHODS)) if ran]
+    if plotted:
+        stages.stats["score_quantiles"] = score_quantiles(pool, selected, plotted)
     if job.method in CLUSTER_METHODS:
         # Diversity of the pool, the selection and the random baseline, on the same embeddings.
-        pool = decided | "Pool" >> beam.Filter(_was_eligible)
         for name, subset in (("all", pool), ("selected", selected), ("random", baseline)):
             stages.stats[f"vendi_{name}"] = (subset | f"Vendi{name.title()}" >> vendi.VendiOfRecords(embed.EMBEDDING))["stats"]
     if scored_dsir is not None:
@@ -352,6 +357,26 @@ def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
             )
         )
     runner.collect_stats({**runner.outcome_stats(decided, errors), **stages.stats}, job.output)
+
+
+def score_quantiles(pool: beam.PCollection, selected: beam.PCollection, columns: list[str]) -> beam.PCollection:
+    """``{column: {"all": [q_0..q_1], "selected": [...]}}``: approximate quantiles (fixed-size sketches)."""
+    parts = []
+    for column in columns:
+        for name, subset in (("all", pool), ("selected", selected)):
+            label = f"{column.title().replace('_', '')}{name.title()}"
+            parts.append(
+                subset
+                | f"Values{label}" >> beam.FlatMap(lambda r, c=column: [r[c]] if r.get(c) is not None else [])
+                | f"Quantiles{label}" >> beam.ApproximateQuantiles.Globally(N_QUANTILES)
+                | f"Tag{label}" >> beam.Map(lambda q, c=column, n=name: (c, n, q))
+            )
+    return (
+        parts
+        | "FlattenQuantiles" >> beam.Flatten()
+        | "QuantilesToList" >> beam.combiners.ToList()
+        | "QuantilesToDict" >> beam.Map(lambda items: {c: {n: q for c2, n, q in items if c2 == c} for c, _, _ in items})
+    )
 
 
 def check_target(job: SelectJob) -> None:
