@@ -11,5 +11,5 @@ cd "$(dirname "$0")/.."
   --input 'examples/demo_data/raw/*' \
   --target 'examples/demo_data/target/*.jsonl' \
   --output demo_out --overwrite \
-  --method combined --num-select 300 --write-scores --seed 0
+  --method combined --dedup exact,minhash --num-select 300 --write-scores --seed 0
 echo "demo: selected records in demo_out/selected/, report in demo_out/report.html"

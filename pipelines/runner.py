@@ -118,7 +118,8 @@ def execute(name: str, argv: list[str], output: str, overwrite: bool, beam_flags
     pipeline = make_pipeline(beam_flags)
     build(pipeline)
     built = time.perf_counter()
-    LOG.info("%s: pipeline built in %.1fs; running", name, built - started)
+    stages = [part.full_label for part in pipeline.transforms_stack[0].parts]
+    LOG.info("%s: pipeline built in %.1fs; running %d stages: %s", name, built - started, len(stages), ", ".join(stages))
     result = run(pipeline)
     ran = time.perf_counter()
     document = finish(
@@ -128,6 +129,8 @@ def execute(name: str, argv: list[str], output: str, overwrite: bool, beam_flags
     counts = document["counts"]
     for warning in document["warnings"]:
         LOG.warning("%s: %s", name, warning)
+    LOG.info("%s: finished in %.1fs; busiest stages (s): %s", name, document["timings_s"]["total"],
+             ", ".join(f"{stage} {secs}" for stage, secs in list(document["stage_busy_s"].items())[:5]))
     LOG.info("%s: read %d, invalid %d, selected %d, dropped %s -> %s",
              name, counts["input"], counts["invalid"], counts["selected"], counts["dropped"], output)
     return document

@@ -336,26 +336,8 @@ def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
     decided = chosen["records"]
     errors = stages.errors | "FlattenErrors" >> beam.Flatten()
     selected = runner.write_outputs(decided, errors, job.output, selected_schema, job.write_scores)
-    baseline = decided | "RandomBaseline" >> beam.Filter(_in_random_baseline, beam.pvalue.AsSingleton(chosen["stats"]), job.seed)
-    pool = decided | "Pool" >> beam.Filter(_was_eligible)
-    plotted = [column for column, ran in zip(PLOTTED_SCORES, (job.runs_dsir, job.runs_zipfit, job.method in CLUSTER_METHODS)) if ran]
-    if plotted:
-        stages.stats["score_quantiles"] = score_quantiles(pool, selected, plotted)
-    if job.method in CLUSTER_METHODS:
-        # Diversity of the pool, the selection and the random baseline, on the same embeddings.
-        for name, subset in (("all", pool), ("selected", selected), ("random", baseline)):
-            stages.stats[f"vendi_{name}"] = (subset | f"Vendi{name.title()}" >> vendi.VendiOfRecords(embed.EMBEDDING))["stats"]
-    if scored_dsir is not None:
-        stages.stats["dsir_kl"] = (
-            selected
-            | "CountSelectedNgrams" >> dsir.CountNgrams(job.dsir)
-            | "KlReduction" >> beam.Map(
-                _dsir_metrics,
-                beam.pvalue.AsSingleton(scored_dsir["target_counts"]),
-                beam.pvalue.AsSingleton(scored_dsir["raw_counts"]),
-                beam.pvalue.AsSingleton(baseline | "CountBaselineNgrams" >> dsir.CountNgrams(job.dsir)),
-            )
-        )
+    if job.method != "random":
+        stages.stats.update(_selection_metrics(job, decided, selected, chosen["stats"], scored_dsir))
     runner.collect_stats({**runner.outcome_stats(decided, errors), **stages.stats}, job.output)
 
 
@@ -377,6 +359,32 @@ def score_quantiles(pool: beam.PCollection, selected: beam.PCollection, columns:
         | "QuantilesToList" >> beam.combiners.ToList()
         | "QuantilesToDict" >> beam.Map(lambda items: {c: {n: q for c2, n, q in items if c2 == c} for c, _, _ in items})
     )
+
+
+def _selection_metrics(job: SelectJob, decided, selected, selection_stats, scored_dsir) -> dict[str, beam.PCollection]:
+    """Score distributions, Vendi (all / selected / random) and DSIR KL reduction (selected / random)."""
+    metrics = {}
+    # A seeded random subset of the pool, of the selection's size: the baseline of every comparison.
+    baseline = decided | "RandomBaseline" >> beam.Filter(_in_random_baseline, beam.pvalue.AsSingleton(selection_stats), job.seed)
+    pool = decided | "Pool" >> beam.Filter(_was_eligible)
+    plotted = [column for column, ran in zip(PLOTTED_SCORES, (job.runs_dsir, job.runs_zipfit, job.method in CLUSTER_METHODS)) if ran]
+    metrics["score_quantiles"] = score_quantiles(pool, selected, plotted)
+    if job.method in CLUSTER_METHODS:
+        # Diversity of the pool, the selection and the baseline, on the same embeddings.
+        for name, subset in (("all", pool), ("selected", selected), ("random", baseline)):
+            metrics[f"vendi_{name}"] = (subset | f"Vendi{name.title()}" >> vendi.VendiOfRecords(embed.EMBEDDING))["stats"]
+    if scored_dsir is not None:
+        metrics["dsir_kl"] = (
+            selected
+            | "CountSelectedNgrams" >> dsir.CountNgrams(job.dsir)
+            | "KlReduction" >> beam.Map(
+                _dsir_metrics,
+                beam.pvalue.AsSingleton(scored_dsir["target_counts"]),
+                beam.pvalue.AsSingleton(scored_dsir["raw_counts"]),
+                beam.pvalue.AsSingleton(baseline | "CountBaselineNgrams" >> dsir.CountNgrams(job.dsir)),
+            )
+        )
+    return metrics
 
 
 def check_target(job: SelectJob) -> None:
