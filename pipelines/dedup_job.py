@@ -24,10 +24,8 @@ def dedup_parser() -> argparse.ArgumentParser:
         description="Remove exact and near-duplicate records (MinHash-LSH, connected components) and write the kept ones as Parquet.",
         epilog="Any other --flag is a Beam pipeline option. Default runner: Beam's local FnApiRunner (offline).",
     )
-    parser.add_argument("--input", action="append", metavar="GLOB", help="records: .jsonl, .jsonl.gz, .jsonl.zst, .parquet (repeatable)")
+    options.add_input_arguments(parser, "records")
     parser.add_argument("--output", metavar="DIR", help="output directory (local or any Beam filesystem)")
-    parser.add_argument("--text-field", default="text", help="field holding the document text (default: %(default)s)")
-    parser.add_argument("--id-field", default="id", help="field holding the document id (default: %(default)s)")
     parser.add_argument("--write-scores", action="store_true", help="also write scores/*.parquet: every valid record's duplicate_of, selected flag and drop reason")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run's output in DIR")
     parser.add_argument("--seed", type=int, default=1, help="seed of the MinHash permutations (default: %(default)s)")
@@ -49,14 +47,7 @@ class DedupJob:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DedupJob":
-        if not args.input:
-            raise options.UsageError("--input is required (a glob of records)")
-        if not args.output:
-            raise options.UsageError("--output is required (a directory)")
-        try:
-            read = io.ReadConfig(text_field=args.text_field, id_field=args.id_field)
-        except ValueError as err:
-            raise options.UsageError(str(err)) from None
+        read = options.read_config(args, "input", "output")
         return cls(tuple(args.input), args.output.rstrip("/"), read, options.minhash_config(args, "", args.seed),
                    args.write_scores, args.overwrite)
 

@@ -12,7 +12,7 @@ import difflib
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from transforms import minhash
+from transforms import io, minhash
 
 
 class UsageError(Exception):
@@ -153,4 +153,22 @@ def minhash_config(args, prefix: str, seed: int):
             false_negative_weight=getattr(args, f"{dest}false_negative_weight"), seed=seed,
         )
     except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from None
+
+
+def add_input_arguments(group, what: str) -> None:
+    """``--input`` (repeatable), ``--text-field`` and ``--id-field``, shared by every job."""
+    group.add_argument("--input", action="append", metavar="GLOB", help=f"{what}: .jsonl, .jsonl.gz, .jsonl.zst, .parquet (repeatable)")
+    group.add_argument("--text-field", default="text", help="field holding the document text (default: %(default)s)")
+    group.add_argument("--id-field", default="id", help="field holding the document id; absent ids become '<file>:<position>' (default: %(default)s)")
+
+
+def read_config(args, *required: str) -> io.ReadConfig:
+    """Check that the ``required`` options (e.g. ``"input"``, ``"output"``) were given; the ReadConfig of the flags."""
+    for name in required:
+        if not getattr(args, name):
+            raise UsageError(f"--{name} is required")
+    try:
+        return io.ReadConfig(text_field=args.text_field, id_field=args.id_field)
+    except ValueError as err:
         raise UsageError(str(err)) from None

@@ -54,10 +54,8 @@ def select_parser() -> argparse.ArgumentParser:
         "Default runner: Beam's local FnApiRunner (offline).",
     )
     inputs = parser.add_argument_group("input")
-    inputs.add_argument("--input", action="append", metavar="GLOB", help="raw shards: .jsonl, .jsonl.gz, .jsonl.zst, .parquet (repeatable)")
+    options.add_input_arguments(inputs, "raw shards")
     inputs.add_argument("--target", action="append", metavar="GLOB", help="target sample, same formats (repeatable); needed by dsir and zipfit, used by combined")
-    inputs.add_argument("--text-field", default="text", help="field holding the document text (default: %(default)s)")
-    inputs.add_argument("--id-field", default="id", help="field holding the document id; absent ids become '<file>:<position>' (default: %(default)s)")
     output = parser.add_argument_group("output")
     output.add_argument("--output", metavar="DIR", help="output directory (local or any Beam filesystem)")
     output.add_argument("--write-scores", action="store_true", help="also write scores/*.parquet: every valid record's scores, selected flag and drop reason")
@@ -133,10 +131,7 @@ class SelectJob:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "SelectJob":
         """Raises UsageError for missing or contradictory options."""
-        if not args.input:
-            raise options.UsageError("--input is required (a glob of raw shards)")
-        if not args.output:
-            raise options.UsageError("--output is required (a directory)")
+        read = options.read_config(args, "input", "output")
         if args.num_select is not None and args.fraction is not None:
             raise options.UsageError(f"give --num-select ({args.num_select}) or --fraction ({args.fraction}), not both")
         if args.method in TARGET_METHODS and not args.target:
@@ -145,7 +140,7 @@ class SelectJob:
         try:
             return cls(
                 inputs=tuple(args.input), targets=tuple(args.target or ()), output=args.output.rstrip("/"),
-                read=io.ReadConfig(text_field=args.text_field, id_field=args.id_field),
+                read=read,
                 quota=quota, method=args.method, dedup=args.dedup, minhash=options.minhash_config(args, "dedup-", args.seed + 1),
                 seed=args.seed, write_scores=args.write_scores, overwrite=args.overwrite,
                 dsir=dsir.DsirConfig(

@@ -23,9 +23,7 @@ def vendi_parser() -> argparse.ArgumentParser:
         description="Print the Vendi score (Friedman & Dieng 2023; order q, Pasarkar & Dieng 2023) of a dataset.",
         epilog="Any other --flag is a Beam pipeline option. The last line of stdout is the score.",
     )
-    parser.add_argument("--input", action="append", metavar="GLOB", help="records: .jsonl, .jsonl.gz, .jsonl.zst, .parquet (repeatable)")
-    parser.add_argument("--text-field", default="text", help="field holding the document text (default: %(default)s)")
-    parser.add_argument("--id-field", default="id", help="field holding the document id (default: %(default)s)")
+    options.add_input_arguments(parser, "records")
     parser.add_argument("--q", type=_order, default=1.0, help="order q in [0, inf]; 'inf' for the max-eigenvalue order (default: 1)")
     parser.add_argument("--embedding-field", metavar="FIELD", help="use precomputed embeddings from this field (default: hashed tf-idf of the text)")
     parser.add_argument("--embed-dim", type=options.positive_int, metavar="D", help="embedding width of hashed tf-idf (default: 256)")
@@ -45,10 +43,8 @@ def _order(text: str) -> float:
 
 def main(argv: list[str]) -> int:
     args, beam_flags = options.parse(vendi_parser(), argv)
-    if not args.input:
-        raise options.UsageError("--input is required (a glob of records)")
+    read_config = options.read_config(args, "input")
     try:
-        read_config = io.ReadConfig(text_field=args.text_field, id_field=args.id_field)
         embed_config = embed.EmbedConfig(dim=args.embed_dim, seed=args.seed, embedding_field=args.embedding_field)
     except (TypeError, ValueError) as err:
         raise options.UsageError(str(err)) from None
