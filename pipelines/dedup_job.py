@@ -57,7 +57,7 @@ def _mark_kept(record: dict) -> dict:
 
 
 def build(pipeline: beam.Pipeline, job: DedupJob, selected_schema) -> None:
-    read = pipeline | "ReadInputs" >> io.ReadDocuments(job.inputs, job.read)
+    read = pipeline | "ReadInputs" >> io.ReadDocuments(job.inputs, job.read, unique_ids=True)
     exact = read["records"] | "DedupExact" >> dedup.DedupExact()
     near = exact["records"] | "DedupNearMinHash" >> dedup.DedupNearMinHash(job.minhash)
     decided = near["records"] | "MarkKept" >> beam.Map(_mark_kept)

@@ -10,6 +10,7 @@ is asked for. ``--direct_running_mode`` (in_memory, multi_threading, multi_proce
 
 import json
 import logging
+import os
 import re
 import time
 
@@ -47,13 +48,18 @@ def prepare_output(output: str, overwrite: bool) -> None:
     Raises:
         UsageError: the directory holds a previous run's output and ``overwrite`` is false.
     """
+    if os.path.isfile(output):  # a local file; object stores (gs://...) have no files in the way of a prefix
+        raise UsageError(f"--output {output}: is a file, not a directory")
     existing = [FileSystems.join(output, name) for name in OUTPUT_ENTRIES if FileSystems.exists(FileSystems.join(output, name))]
     if existing and not overwrite:
         raise UsageError(f"--output {output} already holds a run ({', '.join(existing)}); pass --overwrite to replace it")
     if existing:
         FileSystems.delete(existing)
     if not FileSystems.exists(output):
-        FileSystems.mkdirs(output)
+        try:
+            FileSystems.mkdirs(output)
+        except OSError as err:
+            raise UsageError(f"--output {output}: cannot create the directory ({err})") from None
 
 
 def collect_stats(stats: dict[str, beam.PCollection], output: str) -> None:

@@ -298,7 +298,7 @@ def _dsir_metrics(target_counts, raw_counts, selected_counts, baseline_counts) -
 def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
     """Add the whole select job to ``pipeline``."""
     stages = _Stages()
-    read = stages.apply(pipeline, "read", "ReadInputs", io.ReadDocuments(job.inputs, job.read))
+    read = stages.apply(pipeline, "read", "ReadInputs", io.ReadDocuments(job.inputs, job.read, unique_ids=True))
     records = read["records"]
     target = None
     if job.uses_target:

@@ -126,6 +126,9 @@ def test_match_inputs_errors(tmp_path):
     (tmp_path / "sub").mkdir()
     with pytest.raises(io.InputError, match="is a directory"):
         io.match_inputs([str(tmp_path / "sub")])
+    (tmp_path / "named.jsonl").mkdir()  # a directory named like a shard
+    with pytest.raises(io.InputError, match="named.jsonl: is a directory"):
+        io.match_inputs([str(tmp_path / "named.jsonl")])
 
 
 def test_match_inputs_deduplicates_and_sorts(tmp_path):
@@ -150,6 +153,8 @@ def test_parquet_without_text_column_is_a_clear_error(tmp_path):
     pq.write_table(pa.table({"id": ["a"], "body": ["x"]}), path)
     with pytest.raises(io.InputError, match="has no column 'text'"):
         list(io.parquet_rows(str(path), CONFIG))
+    with pytest.raises(io.InputError, match="wrong.parquet: Parquet file has no column 'text'"):
+        io.probe_extra_fields([str(path)], CONFIG)  # found before the job runs
 
 
 def test_not_a_parquet_file_is_a_clear_error(tmp_path):

@@ -24,6 +24,7 @@ import dataclasses
 import gzip
 import io
 import json
+import os
 import zlib
 
 import apache_beam as beam
@@ -32,6 +33,7 @@ import pyarrow.parquet as pq
 import zstandard
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 
 from transforms import schema
@@ -43,6 +45,7 @@ SCHEMA_PROBE_FILES = 8
 SCHEMA_PROBE_RECORDS = 1000
 EXTRA_JSON = "extra_json"
 INPUT_ROLE, TARGET_ROLE = "input", "target"
+SOURCES_TAG = "sources"
 PRIVATE_PREFIX = "__winnow"
 
 JSONL, JSONL_GZ, JSONL_ZST, PARQUET = ".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"
@@ -102,24 +105,16 @@ def match_inputs(patterns: list[str]) -> list[tuple[str, int]]:
         if not matched:
             raise InputError(f"{pattern}: matches no file")
         for meta in matched:
-            try:
-                input_format(meta.path)
-            except InputError:
-                if _is_directory(meta.path):
-                    raise InputError(f"{meta.path}: is a directory; give a glob such as {meta.path.rstrip('/')}/*.jsonl") from None
-                raise
+            if _is_local_directory(meta.path):  # also one named like a shard, e.g. data.jsonl/
+                raise InputError(f"{meta.path}: is a directory; give a glob such as {meta.path.rstrip('/')}/*.jsonl")
+            input_format(meta.path)
             files[meta.path] = meta.size_in_bytes
     return sorted(files.items())
 
 
-def _is_directory(path: str) -> bool:
-    try:
-        FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED).close()
-    except IsADirectoryError:
-        return True
-    except OSError:
-        return False
-    return False
+def _is_local_directory(path: str) -> bool:
+    """A directory on the local filesystem (object stores such as gs:// have no directories to match)."""
+    return isinstance(FileSystems.get_filesystem(path), LocalFileSystem) and os.path.isdir(path)
 
 
 def work_units(path: str, size: int, split_bytes: int) -> list[tuple[str, int, int]]:
@@ -239,8 +234,16 @@ class _ZstdStream(io.RawIOBase):
         super().close()
 
 
+def _open_raw(path: str):
+    """The file's bytes, uncompressed by Beam; ``InputError`` for a directory (a glob can match one)."""
+    try:
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; give a glob such as {path.rstrip('/')}/*.jsonl") from None
+
+
 def _open_jsonl_stream(path: str, fmt: str):
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    raw = _open_raw(path)
     if fmt == JSONL_GZ:
         return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20)
     if fmt == JSONL_ZST:
@@ -279,11 +282,16 @@ def jsonl_lines(path: str, start: int, end: int):
         stream.close()
 
 
-def _parquet_file(path: str) -> pq.ParquetFile:
+def _parquet_file(path: str, config: ReadConfig) -> pq.ParquetFile:
+    """The opened Parquet file; ``InputError`` when it is unreadable or has no ``text_field`` column."""
     try:
-        return pq.ParquetFile(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+        parquet = pq.ParquetFile(_open_raw(path))
     except (pa.ArrowInvalid, OSError) as err:
         raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+    names = parquet.schema_arrow.names
+    if config.text_field not in names:
+        raise InputError(f"{path}: Parquet file has no column {config.text_field!r} (columns: {', '.join(names)})")
+    return parquet
 
 
 def parquet_rows(path: str, config: ReadConfig):
@@ -292,10 +300,7 @@ def parquet_rows(path: str, config: ReadConfig):
     Raises:
         InputError: not a Parquet file, or no ``text_field`` column.
     """
-    parquet = _parquet_file(path)
-    names = parquet.schema_arrow.names
-    if config.text_field not in names:
-        raise InputError(f"{path}: Parquet file has no column {config.text_field!r} (columns: {', '.join(names)})")
+    parquet = _parquet_file(path, config)
     first_row = 0
     for group in range(parquet.num_row_groups):
         try:
@@ -313,9 +318,10 @@ class _ReadUnitFn(beam.DoFn):
     role other than ``input``; errors of such a role carry ``"role": role``.
     """
 
-    def __init__(self, config: ReadConfig, role: str):
+    def __init__(self, config: ReadConfig, role: str, emit_sources: bool):
         self._config = config
         self._role = role
+        self._emit_sources = emit_sources
 
     def setup(self):
         prefix = "" if self._role == INPUT_ROLE else f"{self._role}_"
@@ -333,6 +339,11 @@ class _ReadUnitFn(beam.DoFn):
         self._valid.inc()
         return record
 
+    def _outputs(self, record, error, source: str):
+        yield self._emit(record, error)
+        if record is not None and self._emit_sources:
+            yield beam.pvalue.TaggedOutput(SOURCES_TAG, (record[schema.ID], source))
+
     def process(self, unit):
         path, start, end = unit
         if input_format(path) == PARQUET:
@@ -341,10 +352,36 @@ class _ReadUnitFn(beam.DoFn):
                     position = first_row + offset
                     record, reason = validate_fields(row, path, position, self._config)
                     error = error_record(path, position, reason, json.dumps(row, default=str)) if reason else None
-                    yield self._emit(record, error)
+                    yield from self._outputs(record, error, f"{path}:{position}")
             return
         for position, line in jsonl_lines(path, start, end):
-            yield self._emit(*parse_jsonl_line(line, path, position, self._config))
+            yield from self._outputs(*parse_jsonl_line(line, path, position, self._config), f"{path}:{position}")
+
+
+class FirstSourcesCombineFn(beam.CombineFn):
+    """Sources of one id -> ``(count, the two smallest sources)``; a fixed-size accumulator."""
+
+    def create_accumulator(self):
+        return 0, ()
+
+    def add_input(self, accumulator, source):
+        count, sources = accumulator
+        return count + 1, tuple(sorted((*sources, source))[:2])
+
+    def merge_accumulators(self, accumulators):
+        counts, sources = zip(*accumulators)
+        return sum(counts), tuple(sorted(s for group in sources for s in group)[:2])
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def _unique_or_raise(element, duplicate: list):
+    """Pass ``element`` on, or raise when the input holds a duplicate id (``duplicate``: [] or [(id, (n, sources))])."""
+    if duplicate:
+        doc_id, (count, sources) = duplicate[0]
+        raise ValueError(f"duplicate id {doc_id!r}: {count} records, in {' and '.join(sources)}; ids must be unique across the inputs")
+    return element
 
 
 class ReadDocuments(beam.PTransform):
@@ -353,13 +390,19 @@ class ReadDocuments(beam.PTransform):
     The patterns are matched when the pipeline is built, so a pattern matching nothing fails
     before anything runs. ``role`` names what is read (``"input"``, or e.g. ``"target"``, whose
     errors then carry ``"role": "target"`` and whose counters are prefixed ``target_``).
+
+    With ``unique_ids`` (selection and dedup keep or drop records by id), a second record with
+    an id already read fails the job before any record or error leaves the reader, naming the id
+    and two of its sources: the ``(id, source)`` pairs are counted per id (a keyed combine), and
+    both outputs pass a check that has the smallest duplicate id, if any, as a side input.
     """
 
-    def __init__(self, patterns: list[str], config: ReadConfig = ReadConfig(), role: str = "input"):
+    def __init__(self, patterns: list[str], config: ReadConfig = ReadConfig(), role: str = INPUT_ROLE, unique_ids: bool = False):
         super().__init__()
         self._patterns = list(patterns)
         self._config = config
         self._role = role
+        self._unique_ids = unique_ids
 
     def expand(self, pbegin):
         files = match_inputs(self._patterns)
@@ -369,9 +412,21 @@ class ReadDocuments(beam.PTransform):
             pbegin
             | "ListUnits" >> beam.Create(units)
             | "SpreadUnits" >> beam.Reshuffle()
-            | "ReadUnits" >> beam.ParDo(_ReadUnitFn(self._config, self._role)).with_outputs(schema.ERRORS_TAG, main="records")
+            | "ReadUnits" >> beam.ParDo(_ReadUnitFn(self._config, self._role, self._unique_ids)).with_outputs(
+                schema.ERRORS_TAG, SOURCES_TAG, main="records"
+            )
         )
-        return {"records": results.records, "errors": results[schema.ERRORS_TAG]}
+        records, errors = results.records, results[schema.ERRORS_TAG]
+        if self._unique_ids:
+            duplicate = beam.pvalue.AsSingleton(
+                results[SOURCES_TAG]
+                | "SourcesPerId" >> beam.CombinePerKey(FirstSourcesCombineFn())
+                | "Duplicated" >> beam.Filter(lambda pair: pair[1][0] > 1)
+                | "SmallestDuplicate" >> beam.combiners.Top.Smallest(1)
+            )
+            records = records | "CheckUniqueIds" >> beam.Map(_unique_or_raise, duplicate)
+            errors = errors | "HoldErrorsForIdCheck" >> beam.Map(_unique_or_raise, duplicate)
+        return {"records": records, "errors": errors}
 
 
 def has_valid_record(patterns: list[str], config: ReadConfig) -> bool:
@@ -410,7 +465,7 @@ def probe_extra_fields(patterns: list[str], config: ReadConfig) -> dict[str, pa.
     fields: dict[str, pa.DataType] = {}
     for path, _ in match_inputs(patterns)[:SCHEMA_PROBE_FILES]:
         if input_format(path) == PARQUET:
-            arrow_schema = _parquet_file(path).schema_arrow
+            arrow_schema = _parquet_file(path, config).schema_arrow
             found = {f.name: f.type for f in arrow_schema}
         else:
             rows = []
