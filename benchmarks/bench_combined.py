@@ -28,9 +28,10 @@ from benchmarks.common import write_section  # noqa: E402
 
 N_SELECT = 300
 CONFIGS = [
-    ("balanced, T=1 (defaults)", []),
-    ("balanced, T=2", ["--combined-temperature", "2"]),
-    ("proportional, T=1", ["--kmeans-strategy", "proportional"]),
+    ("defaults: balanced, diversity 0.6, T=3", []),
+    ("balanced, diversity 0.7, T=2", ["--combined-diversity", "0.7", "--combined-temperature", "2"]),
+    ("balanced, diversity 1.0 (cluster quotas only), T=1", ["--combined-diversity", "1", "--combined-temperature", "1"]),
+    ("balanced, diversity 0.5, T=1", ["--combined-diversity", "0.5", "--combined-temperature", "1"]),
 ]
 
 
@@ -58,7 +59,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         subprocess.run([sys.executable, "examples/make_demo_corpus.py", str(tmp / "demo")], check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
-        common = ["--input", str(tmp / "demo" / "raw" / "*"), "--num-select", str(N_SELECT), "--seed", str(args.seed), "--write-scores", "--overwrite"]
+        common = ["--input", str(tmp / "demo" / "raw" / "*"), "--num-select", str(N_SELECT), "--seed", str(args.seed), "--write-scores", "--overwrite",
+                  "--dedup", "exact,minhash"]
         _winnow(*common, "--output", str(tmp / "random"), "--method", "random")
         random_rows = _table(tmp / "random" / "selected").to_pylist()
         for name, extra in CONFIGS:
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
         "## Combined selection vs random (demo corpus)",
         "",
         f"N = {N_SELECT} of the demo corpus (3,073 valid raw documents; target: 74 reference-manual documents), seed {args.seed}, "
-        "`--method combined` with its defaults unless named.",
+        "both runs with `--dedup exact,minhash`, `--method combined` with its defaults unless named.",
         "",
         "| combined config | mean alignment: combined / random | DSIR KL reduction: combined / random | Vendi (q=1): combined / random (ratio) | reference_manual share: combined / random |",
         "|---|---|---|---|---|",

@@ -17,7 +17,8 @@ Selection keys per method (``transforms/select.py`` picks the top N by key, ties
   (``--kmeans-strategy``) and within it the key is ``u(seed, id)`` (or, for ``prototypes``, the
   distance to the centroid: the least prototypical first).
 - ``combined`` (QuaDMix-style, "Quality-Diversity Balanced Data Selection"): per-cluster quotas
-  as ``kmeans``, and within a cluster importance resampling on
+  mixing the ``kmeans`` strategy's quotas with the clusters' quality mass (``ClusterQuota``), and
+  within a cluster importance resampling on
   ``s(x) = w_dsir * z(dsir_log_weight) + w_zipfit * z(zipfit_alignment)``, z the score
   standardized over the eligible pool: key ``s(x) + T * Gumbel(seed, id)``, i.e. sampling
   without replacement with probability proportional to ``exp(s(x) / T)``. Without ``--target``
@@ -29,6 +30,7 @@ import dataclasses
 import math
 
 import apache_beam as beam
+import numpy as np
 
 from pipelines import options, runner
 from transforms import dedup, dsir, embed, io, kmeans, minhash, schema, select, vendi, zipfit
@@ -90,7 +92,9 @@ def select_parser() -> argparse.ArgumentParser:
     cluster_group.add_argument("--embed-dim", type=options.positive_int, metavar="D", help="embedding width (default: 256 for hashed tf-idf)")
     cluster_group.add_argument("--combined-dsir-weight", type=float, default=1.0, help="weight of the standardized DSIR log weight in combined (default: %(default)s)")
     cluster_group.add_argument("--combined-zipfit-weight", type=float, default=1.0, help="weight of the standardized ZIP-FIT alignment in combined (default: %(default)s)")
-    cluster_group.add_argument("--combined-temperature", type=float, default=1.0, help="T of the Gumbel noise in combined; smaller is greedier (default: %(default)s)")
+    cluster_group.add_argument("--combined-diversity", type=float, default=0.6, metavar="D",
+                               help="combined: share of each cluster's quota set by --kmeans-strategy; the rest follows the cluster's quality mass (default: %(default)s)")
+    cluster_group.add_argument("--combined-temperature", type=float, default=3.0, help="T of the Gumbel noise in combined; smaller is greedier (default: %(default)s)")
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of options (keys are the flag names); flags win")
     return parser
 
@@ -127,6 +131,7 @@ class SelectJob:
     kmeans: kmeans.KMeansConfig
     combined_weights: tuple[float, float]
     combined_temperature: float
+    combined_diversity: float
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "SelectJob":
@@ -156,6 +161,7 @@ class SelectJob:
                 ),
                 combined_weights=(args.combined_dsir_weight, args.combined_zipfit_weight),
                 combined_temperature=_positive(args.combined_temperature, "--combined-temperature"),
+                combined_diversity=_unit(args.combined_diversity, "--combined-diversity"),
             )
         except (TypeError, ValueError) as err:
             raise options.UsageError(str(err)) from None
@@ -173,6 +179,12 @@ class SelectJob:
         return self.method == "zipfit" or (self.method == "combined" and self.uses_target)
 
 
+def _unit(value: float, flag: str) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{flag} {value}; expected 0 <= value <= 1")
+    return value
+
+
 def _positive(value: float, flag: str) -> float:
     if not value > 0:
         raise ValueError(f"{flag} {value}; expected > 0")
@@ -181,15 +193,45 @@ def _positive(value: float, flag: str) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class ClusterQuota:
-    """Quotas per k-means cluster: ``total`` records overall, split by ``kmeans.cluster_quotas``."""
+    """Quotas per k-means cluster: ``total`` records overall.
+
+    ``kmeans``: split by ``kmeans.cluster_quotas`` (the ``--kmeans-strategy``). ``combined``
+    mixes that split with the clusters' quality mass, QuaDMix-style: target
+    ``t_c = d * q_c + (1 - d) * N * M_c / sum(M)``, ``q_c`` the strategy's quota, ``M_c`` the sum of
+    ``exp(s(x) / T)`` over the cluster (the share of N that importance resampling over the whole
+    pool would draw from it), ``d`` = ``diversity``; then the nearest integers summing to N within
+    the cluster sizes (``kmeans.water_fill``).
+    """
 
     total: select.TotalQuota
     config: kmeans.KMeansConfig
+    diversity: float = 1.0
 
-    def __call__(self, counts: dict[int, int], cluster_stats: dict) -> dict[int, int]:
-        complexity = cluster_stats.get("complexity") if self.config.strategy == "complexity" else None
+    def __call__(self, counts: dict[int, int], cluster_inputs: dict) -> dict[int, int]:
+        stats, quality = cluster_inputs["stats"], cluster_inputs["quality"]
+        complexity = stats.get("complexity") if self.config.strategy == "complexity" else None
         n = self.total.total(sum(counts.values()))
-        return kmeans.cluster_quotas(self.config.strategy, counts, n, complexity, self.config.complexity_temperature)
+        quotas = kmeans.cluster_quotas(self.config.strategy, counts, n, complexity, self.config.complexity_temperature)
+        if not quality or self.diversity >= 1.0:
+            return quotas
+        clusters = sorted(counts)
+        mass = np.array([quality.get(c, 0.0) for c in clusters])
+        share = mass / mass.sum() if mass.sum() > 0 else np.zeros(len(clusters))
+        targets = self.diversity * np.array([quotas[c] for c in clusters], dtype=np.float64) + (1 - self.diversity) * n * share
+        mixed = kmeans.water_fill(targets, np.array([counts[c] for c in clusters]), n)
+        return {c: int(q) for c, q in zip(clusters, mixed)}
+
+
+def _quality_mass(record: dict, moments: dict, job: "SelectJob") -> list[tuple[int, float]]:
+    """``[(cluster, exp(s(x) / T))]`` for an eligible clustered record (exponent capped at 700)."""
+    if not schema.is_eligible(record):
+        return []
+    score = combined_score(record, moments, job.combined_weights) / job.combined_temperature
+    return [(record[schema.CLUSTER], math.exp(min(score, 700.0)))]
+
+
+def _cluster_inputs(stats: dict, quality: dict | None = None) -> dict:
+    return {"stats": stats, "quality": quality}
 
 
 class MomentsCombineFn(beam.CombineFn):
@@ -287,7 +329,7 @@ class _Stages:
         return out
 
 
-def _dsir_metrics(target_counts, raw_counts, selected_counts, baseline_counts) -> dict:
+def _dsir_metrics(selected_counts, target_counts, raw_counts, baseline_counts) -> dict:
     """The paper's KL reduction of the DSIR selection and of a random selection of the same size."""
     return {
         "kl_reduction_selected": dsir.kl_reduction(target_counts, raw_counts, selected_counts),
@@ -319,13 +361,16 @@ def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
         records = clustered["records"]
         if job.kmeans.semdedup_eps is not None:
             records = stages.apply(records, "semdedup", "SemanticDedup", kmeans.SemanticDedup(job.kmeans.semdedup_eps))["records"]
-        quota_fn, quota_input = ClusterQuota(job.quota, job.kmeans), clustered["stats"]
-    else:
-        quota_fn, quota_input = job.quota, None
-    key_args = []
+    quota_fn, quota_input, key_args = job.quota, None, []
     if job.method == "combined":
-        moments = records | "ScoreMoments" >> beam.CombineGlobally(MomentsCombineFn())
-        key_args = [beam.pvalue.AsSingleton(moments)]
+        moments = beam.pvalue.AsSingleton(records | "ScoreMoments" >> beam.CombineGlobally(MomentsCombineFn()))
+        key_args = [moments]
+        quality = records | "QualityMass" >> beam.FlatMap(_quality_mass, moments, job) | "QualityPerCluster" >> beam.CombinePerKey(sum)
+        quota_fn = ClusterQuota(job.quota, job.kmeans, job.combined_diversity)
+        quota_input = clustered["stats"] | "ClusterInputs" >> beam.Map(_cluster_inputs, beam.pvalue.AsDict(quality))
+    elif job.method == "kmeans":
+        quota_fn = ClusterQuota(job.quota, job.kmeans)
+        quota_input = clustered["stats"] | "ClusterInputs" >> beam.Map(_cluster_inputs)
     keyed = records | "AttachKeys" >> beam.Map(_attach_key, job, *key_args)
     chosen = stages.apply(keyed, "selection", "SelectTop", select.SelectTop(quota_fn, quota_input))
     decided = chosen["records"]

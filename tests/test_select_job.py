@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from examples import make_demo_corpus
 from pipelines import cli
-from transforms import schema
+from transforms import dsir, schema
 
 
 def _run(*argv) -> int:
@@ -171,6 +172,15 @@ def test_target_methods_prefer_the_target_domain(demo_corpus, tmp_path, method, 
     if method == "dsir":
         kl = report["metrics"]["dsir_kl"]
         assert kl["kl_reduction_selected"] > kl["kl_reduction_random"] + 0.05
+        # the same number computed here, outside the pipeline, from the demo records and the scores table
+        config = dsir.DsirConfig()
+        counts = dsir.NgramCountsCombineFn(config)
+        count = lambda texts: counts.extract_output(counts.add_input(counts.create_accumulator(), texts))  # noqa: E731
+        raw_records, target_records = make_demo_corpus.build(code_docs=300)
+        texts = {r["id"]: r["text"] for r in raw_records}
+        chosen = [texts[i] for i in selected.column("id").to_pylist()]
+        expected = dsir.kl_reduction(count([r["text"] for r in target_records]), count(list(texts.values())), count(chosen))
+        assert kl["kl_reduction_selected"] == pytest.approx(expected, rel=1e-9)
         too_short = [r for r in raw.column("drop_reason").to_pylist() if r == "too_short"]
         assert report["counts"]["dropped"].get("too_short", 0) == len(too_short) > 0
 
@@ -214,3 +224,18 @@ def test_combined_fills_every_cluster_quota_and_leans_to_the_target(demo_corpus,
     random_ids = set(_table(random_out / "selected").column("id").to_pylist())
     random_scored = scores.filter(pa.array([i in random_ids for i in scores.column("id").to_pylist()]))
     assert mean_alignment(chosen) > mean_alignment(random_scored)
+
+
+def test_cluster_quota_mixes_strategy_quotas_with_quality_mass():
+    from pipelines.select_job import ClusterQuota
+    from transforms import kmeans, select
+
+    counts = {0: 50, 1: 50, 2: 50, 3: 5}
+    stats = {"complexity": {c: 0.0 for c in counts}}
+    total = select.TotalQuota(n=40)
+    balanced = ClusterQuota(total, kmeans.KMeansConfig(strategy="balanced"), diversity=1.0)
+    assert balanced(counts, {"stats": stats, "quality": {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}}) == {0: 12, 1: 12, 2: 11, 3: 5}
+    mixed = ClusterQuota(total, kmeans.KMeansConfig(strategy="balanced"), diversity=0.5)
+    quotas = mixed(counts, {"stats": stats, "quality": {0: 97.0, 1: 1.0, 2: 1.0, 3: 1.0}})
+    # targets 0.5 * (12, 12, 11, 5) + 0.5 * 40 * (0.97, 0.01, 0.01, 0.01) = (25.4, 6.2, 5.7, 2.7) -> nearest integers summing to 40
+    assert quotas == {0: 25, 1: 6, 2: 6, 3: 3}
