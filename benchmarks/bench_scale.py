@@ -1,0 +1,168 @@
+"""How ``winnow select`` with deduplication scales with the corpus: wall time, docs/s and peak memory.
+
+The corpus is ``bench_pipeline``'s (the demo corpus's real text repeated and perturbed, zstd JSON
+Lines and Parquet shards), plus one more shard of planted duplicates: ``DUPLICATE_SHARE`` of the
+documents are copies of other documents, alternately exact copies and near copies (one word in
+``NEAR_COPY_EVERY`` replaced, word 5-shingle Jaccard about 0.9). Each configuration runs
+``winnow select --method METHOD --dedup exact,minhash`` in a fresh process. Memory is measured
+two ways. The largest single process is the ``ru_maxrss`` of the run's children, through
+``bench_pipeline``'s wrapper. The process tree is the summed RSS of the run and all its
+descendants, sampled every ``SAMPLE_S`` seconds, so short peaks can be missed.
+
+Usage: ``python benchmarks/bench_scale.py --docs 100000 300000 --out benchmarks/sections/scale.md``
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+import zstandard
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from benchmarks.bench_pipeline import _PEAK_RSS, N_SHARDS, perturbed, write_corpus  # noqa: E402
+from benchmarks.common import write_section  # noqa: E402
+from examples import make_demo_corpus  # noqa: E402
+
+DUPLICATE_SHARE = 0.05
+NEAR_COPY_EVERY = 100
+SAMPLE_S = 0.5
+CONFIGS = {
+    "in_memory": [],
+    "multi_processing": ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"],
+}
+
+
+def near_copy(text: str, tag: str) -> str:
+    """``text`` with every ``NEAR_COPY_EVERY``-th word (from the 10th) replaced by ``tag``."""
+    words = text.split(" ")
+    for i in range(10, len(words), NEAR_COPY_EVERY):
+        words[i] = tag
+    return " ".join(words)
+
+
+def write_scale_corpus(directory: pathlib.Path, n_docs: int) -> tuple[int, int, int]:
+    """``bench_pipeline.write_corpus`` plus a shard of planted copies; (documents, text bytes, copies)."""
+    n_copies = int(n_docs * DUPLICATE_SHARE)
+    n_unique = n_docs - n_copies
+    _, text_bytes = write_corpus(directory, n_unique)
+    raw, target = make_demo_corpus.build(code_docs=3000)
+    base = [r["text"] for r in raw] + [r["text"] for r in target]
+    lines = []
+    for j in range(n_copies):
+        source = (j * 7919) % n_unique  # spread the copied documents over the corpus
+        text = perturbed(base[source % len(base)], source // len(base))  # doc-{source}'s text, as write_corpus made it
+        if j % 2:
+            text = near_copy(text, f"n{j}")
+        text_bytes += len(text.encode("utf-8"))
+        lines.append(json.dumps({"id": f"dup-{j:08d}", "text": text, "source": "bench"}).encode("utf-8"))
+    payload = b"\n".join(lines) + b"\n"
+    (directory / f"shard-{N_SHARDS}.jsonl.zst").write_bytes(zstandard.ZstdCompressor(level=3).compress(payload))
+    return n_docs, text_bytes, n_copies
+
+
+def tree_rss_mb(process: psutil.Process) -> float:
+    """Summed RSS of ``process`` and its descendants, MB; processes that exit meanwhile are skipped."""
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+def run_select(command: list[str], timeout_s: float) -> tuple[float, int, float]:
+    """Run ``command`` in a fresh process; (wall s, largest process peak MB, sampled tree peak MB)."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", _PEAK_RSS, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watched, tree_peak = psutil.Process(process.pid), 0.0
+    while process.poll() is None:
+        tree_peak = max(tree_peak, tree_rss_mb(watched))
+        if time.perf_counter() - started > timeout_s:
+            process.kill()
+            raise TimeoutError(f"{shlex.join(command)} ran over {timeout_s:.0f} s")
+        time.sleep(SAMPLE_S)
+    stdout, stderr = process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"{shlex.join(command)} failed:\n{stderr[-2000:]}")
+    return time.perf_counter() - started, int(stdout.strip()) // 1024, tree_peak
+
+
+def section(rows: list[tuple]) -> list[str]:
+    """The Markdown section for the runs made so far."""
+    lines = [
+        "## Scale: `winnow select --dedup exact,minhash` from 100k documents up",
+        "",
+        f"Corpus: `bench_pipeline`'s (demo text repeated and perturbed, {N_SHARDS} shards, .jsonl.zst and "
+        f".parquet) plus one .jsonl.zst shard of planted copies ({DUPLICATE_SHARE:.0%} of the documents: "
+        f"half exact copies, half near copies with one word in {NEAR_COPY_EVERY} replaced). Each run is "
+        f"`{shlex.join(['winnow', 'select', '--input', 'CORPUS/*', '--output', 'OUT', '--fraction', '0.1', '--method', 'METHOD', '--dedup', 'exact,minhash'])}` "
+        "plus the runner flags (`--target TARGET/*` for dsir), in a fresh process. "
+        "Largest process = `ru_maxrss` of the run's children; process tree = summed RSS of the "
+        f"run and its descendants, sampled every {SAMPLE_S} s. The duplicates dropped include the "
+        "demo text's own copies (the demo corpus holds exact and near copies, and the repeated text "
+        "repeats them), so they exceed the planted ones.",
+        "",
+        "| docs | text MB | planted copies | method | runner mode | wall s | docs/s | peak RSS MB, largest process | peak RSS MB, process tree | exact / near duplicates dropped | build / run s | load (1 min) at start |",
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for n_docs, text_bytes, n_copies, method, config, seconds, largest, tree, dropped, timings, load in rows:
+        lines.append(
+            f"| {n_docs:,} | {text_bytes / 1e6:.0f} | {n_copies:,} | {method} | {config} | {seconds:.0f} | "
+            f"{n_docs / seconds:,.0f} | {largest:,} | {tree:,.0f} | "
+            f"{dropped.get('exact_duplicate', 0):,} / {dropped.get('near_duplicate', 0):,} | "
+            f"{timings['build']:.1f} / {timings['run']:.0f} | {load:.2f} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 300_000])
+    parser.add_argument("--methods", nargs="+", default=["random"], choices=["random", "dsir"])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--skip", nargs="*", default=[], metavar="CONFIG:DOCS",
+                        help="runs not to make, e.g. in_memory:1000000")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    parser.add_argument("--workdir", type=pathlib.Path, help="where corpora and outputs go (default: a temporary directory)")
+    parser.add_argument("--out", type=pathlib.Path, help="write the Markdown section here")
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        target = pathlib.Path(tmp) / "demo" / "target"  # the demo corpus's target set, for dsir
+        make_demo_corpus.write_corpus(target.parent, code_docs=10)
+        for n_docs in args.docs:
+            corpus = pathlib.Path(tmp) / f"corpus-{n_docs}"
+            corpus.mkdir()
+            n_docs, text_bytes, n_copies = write_scale_corpus(corpus, n_docs)
+            for method in args.methods:
+                for config in args.configs:
+                    if f"{config}:{n_docs}" in args.skip:
+                        continue
+                    output = pathlib.Path(tmp) / "out"
+                    command = [sys.executable, "-m", "pipelines.cli", "select", "--input", str(corpus / "*"),
+                               "--output", str(output), "--fraction", "0.1", "--method", method,
+                               "--dedup", "exact,minhash", "--overwrite", *CONFIGS[config]]
+                    if method == "dsir":
+                        command += ["--target", str(target / "*")]
+                    load = os.getloadavg()[0]
+                    seconds, largest_mb, tree_mb = run_select(command, args.timeout)
+                    report = json.loads((output / "report.json").read_text())
+                    assert report["counts"]["input"] == n_docs, report["counts"]
+                    rows.append((n_docs, text_bytes, n_copies, method, config, seconds, largest_mb, tree_mb,
+                                 report["counts"]["dropped"], report["timings_s"], load))
+                    print(section(rows)[-1], flush=True)
+                    if args.out:  # after every run, so a long series that is stopped keeps what it measured
+                        write_section(args.out, section(rows), __file__, argv, load_before, os.getloadavg())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
