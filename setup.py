@@ -37,7 +37,8 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6", *REFERENCES],
+        # setuptools: tests/test_package.py builds and installs the sdist (venvs of Python >= 3.12 lack it)
+        "test": ["pytest>=8", "hypothesis>=6", "setuptools", *REFERENCES],
         "bench": ["psutil>=5.9", *REFERENCES],
     },
     entry_points={"console_scripts": ["winnow = pipelines.cli:main"]},

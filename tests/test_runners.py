@@ -1,0 +1,144 @@
+"""The same selection on every runner winnow can reach offline.
+
+``winnow select --method combined --dedup exact,minhash`` on the demo corpus must select the
+same ids, with the same counts, on:
+
+- the ``FnApiRunner`` in memory (the default),
+- the ``FnApiRunner`` with ``--direct_running_mode multi_threading --direct_num_workers 2``,
+- the ``FnApiRunner`` with ``--direct_running_mode multi_processing --direct_num_workers 2``
+  (SDK workers in subprocesses: every function is pickled and shipped, as on a cluster),
+- the ``PortableRunner``: the pipeline is serialized to a Beam Runner API proto and submitted over
+  gRPC to a job service on localhost (``apache_beam.runners.portability.local_job_service_main``,
+  started here as a subprocess and stopped afterwards); ``--environment_type LOOPBACK`` runs the
+  SDK harness in the submitting process. This is the submission path Flink and Spark job servers
+  use; only the engine behind the job service differs.
+
+Not tested here, because they cannot run offline: the Flink and Spark job servers are Java jars
+Beam downloads on first use, and the Prism runner is a Go binary Beam downloads on first use.
+Beam's ``DaskRunner`` is not offered: it drops the outputs of branching transforms (a PCollection
+consumed by two steps), which winnow's jobs have everywhere.
+"""
+
+import json
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import cli
+
+N_SELECT = 40
+JOB_TIMEOUT_S = 300
+SERVICE_START_TIMEOUT_S = 60
+PARALLEL_FLAGS = {
+    "multi_threading": ["--direct_running_mode", "multi_threading", "--direct_num_workers", "2"],
+    "multi_processing": ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"],
+}
+
+
+def _select_argv(demo_dir: pathlib.Path, output: pathlib.Path) -> list[str]:
+    return ["select", "--input", str(demo_dir / "raw" / "*"), "--target", str(demo_dir / "target" / "*"),
+            "--output", str(output), "--num-select", str(N_SELECT), "--method", "combined",
+            "--dedup", "exact,minhash", "--seed", "3"]
+
+
+def _selected_ids(output: pathlib.Path) -> list[str]:
+    files = sorted((output / "selected").glob("*.parquet"))
+    assert files, f"no Parquet files in {output / 'selected'}"
+    return sorted(i for f in files for i in pq.read_table(f, columns=["id"]).column("id").to_pylist())
+
+
+def _counts(output: pathlib.Path) -> dict:
+    return json.loads((output / "report.json").read_text())["counts"]
+
+
+@pytest.fixture(scope="module")
+def job_service(tmp_path_factory):
+    """A Beam job service on localhost in a subprocess: ``(port, log path)``; terminated afterwards."""
+    directory = tmp_path_factory.mktemp("job_service")
+    port_file, log = directory / "port", directory / "log"
+    with log.open("w") as log_stream:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+             "--port", "0", "--port_file", str(port_file)],
+            stdout=log_stream, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert process.poll() is None, f"job service exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"job service did not start in {SERVICE_START_TIMEOUT_S}s"
+            time.sleep(0.1)
+        port = int(port_file.read_text())
+        socket.create_connection(("localhost", port), timeout=5).close()
+        yield port, log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def runs(demo_corpus, job_service, tmp_path_factory):
+    """Every runner's run: ``{name: (output directory, finished process or None in-process)}``.
+
+    The three runs in subprocesses go concurrently, while the in-memory run goes in this process:
+    most of a small job's time is runner start-up and coordination, not computation, so
+    overlapping the runs shortens the test.
+    """
+    demo_dir, _ = demo_corpus
+    port, _ = job_service
+    extra = {**PARALLEL_FLAGS,
+             "portable": ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{port}", "--environment_type", "LOOPBACK"]}
+    outputs = {name: tmp_path_factory.mktemp(name) / "out" for name in ["in_memory", *extra]}
+    started = {
+        name: subprocess.Popen([sys.executable, "-m", "pipelines.cli", *_select_argv(demo_dir, outputs[name]), *flags],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, flags in extra.items()
+    }
+    try:
+        assert cli.main(_select_argv(demo_dir, outputs["in_memory"])) == 0
+        finished = {}
+        for name, process in started.items():
+            _, stderr = process.communicate(timeout=JOB_TIMEOUT_S)
+            finished[name] = (process.returncode, stderr)
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return {"in_memory": (outputs["in_memory"], (0, "")), **{name: (outputs[name], finished[name]) for name in extra}}
+
+
+def _result(runs, name):
+    output, (returncode, stderr) = runs[name]
+    assert returncode == 0, stderr
+    return _selected_ids(output), _counts(output)
+
+
+def test_in_memory_selects_exactly_n_after_dedup(runs):
+    ids, counts = _result(runs, "in_memory")
+    assert len(ids) == len(set(ids)) == N_SELECT
+    assert counts["selected"] == N_SELECT
+    assert counts["dropped"]["exact_duplicate"] > 0
+    assert counts["dropped"]["near_duplicate"] > 0
+
+
+@pytest.mark.parametrize("mode", list(PARALLEL_FLAGS))
+def test_local_parallel_modes_select_the_same_ids(runs, mode):
+    assert _result(runs, mode) == _result(runs, "in_memory")
+    report = json.loads((runs[mode][0] / "report.json").read_text())
+    assert report["options"]["beam_flags"] == PARALLEL_FLAGS[mode]
+
+
+def test_portable_runner_on_a_local_job_service_selects_the_same_ids(runs, job_service):
+    _, log = job_service
+    assert _result(runs, "portable") == _result(runs, "in_memory")
+    # The job really went through the job service, not a local fallback.
+    assert "with state DONE" in log.read_text()
