@@ -125,7 +125,8 @@ def execute(name: str, argv: list[str], output: str, overwrite: bool, beam_flags
     build(pipeline)
     built = time.perf_counter()
     stages = [part.full_label for part in pipeline.transforms_stack[0].parts]
-    LOG.info("%s: pipeline built in %.1fs; running %d stages: %s", name, built - started, len(stages), ", ".join(stages))
+    LOG.info("%s: pipeline built in %.1fs; running %d stages", name, built - started, len(stages))
+    LOG.debug("%s: stages %s", name, ", ".join(stages))
     result = run(pipeline)
     ran = time.perf_counter()
     document = finish(

@@ -66,7 +66,7 @@ def select_parser() -> argparse.ArgumentParser:
     size = selection.add_mutually_exclusive_group()
     size.add_argument("--num-select", type=options.positive_int, metavar="N", help="select exactly N records (all of them if fewer are eligible)")
     size.add_argument("--fraction", type=options.fraction, metavar="F", help=f"select round(F x eligible records) (default: {DEFAULT_FRACTION})")
-    selection.add_argument("--method", choices=METHODS, default="random", help="how records are scored and selected (default: %(default)s)")
+    selection.add_argument("--method", choices=METHODS, default="combined", help="how records are scored and selected (default: %(default)s)")
     selection.add_argument("--dedup", type=_dedup_steps, default="none", metavar="|".join(DEDUP_CHOICES),
                            help="duplicate removal before selection: exact (normalized text) and/or minhash (near-duplicates) (default: %(default)s)")
     selection.add_argument("--seed", type=int, default=0, help="seed of every random choice; same seed, same output on any runner (default: %(default)s)")

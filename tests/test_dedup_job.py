@@ -63,7 +63,7 @@ def test_dedup_accounting_and_report(dedup_run):
 def test_select_with_dedup_never_selects_a_duplicate(demo_corpus, tmp_path):
     demo_dir, _ = demo_corpus
     output = tmp_path / "out"
-    assert cli.main(["select", "--input", str(demo_dir / "raw" / "*"), "--output", str(output), "--dedup", "minhash,exact",
+    assert cli.main(["select", "--method", "random", "--input", str(demo_dir / "raw" / "*"), "--output", str(output), "--dedup", "minhash,exact",
                      "--fraction", "1.0", "--write-scores"]) == 0
     report = json.loads((output / "report.json").read_text())
     assert report["options"]["dedup"] == "exact,minhash"

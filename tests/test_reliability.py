@@ -211,7 +211,9 @@ def test_long_document_through_the_scorer_cores():
 
 
 def _run(*argv) -> int:
-    return cli.main(["select", *argv])
+    """``winnow select``; ``--method random`` unless a method is given (the default, combined, embeds and clusters)."""
+    method = [] if "--method" in argv else ["--method", "random"]
+    return cli.main(["select", *method, *argv])
 
 
 def _jsonl(records) -> bytes:

@@ -14,7 +14,9 @@ from transforms import dsir, schema
 
 
 def _run(*argv) -> int:
-    return cli.main(["select", *argv])
+    """``winnow select``; ``--method random`` unless a method is given (the default, combined, embeds and clusters)."""
+    method = [] if "--method" in argv else ["--method", "random"]
+    return cli.main(["select", *method, *argv])
 
 
 def _table(directory):
@@ -143,6 +145,12 @@ def test_corrupt_gzip_fails_with_the_file_named(tmp_path, capsys, keep, code):
     assert "Traceback" not in err
     assert not (tmp_path / "out" / "report.json").exists()
     assert not list((tmp_path / "out").glob("selected/*.parquet"))
+
+
+def test_default_method_is_combined():
+    from pipelines.select_job import select_parser
+
+    assert select_parser().parse_args([]).method == "combined"
 
 
 def test_help_lists_every_group(capsys):
