@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import write_section  # noqa: E402
+from benchmarks.common import publish  # noqa: E402
 
 N_SELECT = 300
 CONFIGS = [
@@ -87,9 +87,7 @@ def main(argv=None) -> int:
     for name, m in rows:
         (ca, ra), (ck, rk), (cv, rv), (cp, rp) = m["alignment"], m["kl"], m["vendi"], m["prose"]
         lines.append(f"| {name} | {ca:.4f} / {ra:.4f} | {ck:.3f} / {rk:.3f} | {cv:.1f} / {rv:.1f} ({cv / rv:.2f}) | {cp:.2f} / {rp:.2f} |")
-    print("\n".join(lines))
-    if args.out:
-        write_section(args.out, lines, __file__, argv, load_before, os.getloadavg())
+    publish(lines, args.out, __file__, argv, load_before)
     return 0
 
 

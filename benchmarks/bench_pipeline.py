@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from benchmarks.common import write_section  # noqa: E402
+from benchmarks.common import publish  # noqa: E402
 from examples import make_demo_corpus  # noqa: E402
 
 N_SHARDS = 8
@@ -106,9 +106,7 @@ def main(argv=None) -> int:
     for name, seconds, docs_s, mb_s, peak, timings in rows:
         lines.append(f"| {name} | {seconds:.1f} | {docs_s:,.0f} | {mb_s:.2f} | {peak} | "
                      f"{timings['build']:.1f} / {timings['run']:.1f} / {timings['report']:.1f} |")
-    print("\n".join(lines))
-    if args.out:
-        write_section(args.out, lines, __file__, argv, load_before, os.getloadavg())
+    publish(lines, args.out, __file__, argv, load_before)
     return 0
 
 

@@ -30,3 +30,10 @@ def write_section(out: pathlib.Path, lines: list[str], script: str, argv: list[s
     footer = ["", load_line(load_before, load_after), "", command_line(script, argv), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join([*lines, *footer]), encoding="utf-8")
+
+
+def publish(lines: list[str], out: pathlib.Path | None, script: str, argv: list[str] | None, load_before) -> None:
+    """Print the section; with ``out``, also write it there with the load and command lines."""
+    print("\n".join(lines))
+    if out:
+        write_section(out, lines, script, argv, load_before, os.getloadavg())

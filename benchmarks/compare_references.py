@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from vendi_score import vendi as vendi_reference  # noqa: E402
 
 from benchmarks import bench_dedup, bench_dsir, bench_vendi, bench_zipfit  # noqa: E402
-from benchmarks.common import write_section  # noqa: E402
+from benchmarks.common import publish  # noqa: E402
 from examples.make_demo_corpus import build  # noqa: E402
 from transforms import zipfit as zf  # noqa: E402
 from transforms.dsir import DsirConfig  # noqa: E402
@@ -148,9 +148,7 @@ def main(argv=None) -> int:
         "`ZIPFIT.rank_sequences_by_alignment`, `bench_vendi.best_times`, `bench_dedup._winnow_signatures` / "
         "`_datasketch_signatures`. The winnow and reference Vendi scores agree to 1e-6 (checked).",
     ]
-    print("\n".join(lines))
-    if args.out:
-        write_section(args.out, lines, __file__, argv, load_before, os.getloadavg())
+    publish(lines, args.out, __file__, argv, load_before)
     return 0
 
 
