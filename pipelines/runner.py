@@ -62,9 +62,14 @@ def prepare_output(output: str, overwrite: bool) -> None:
             raise UsageError(f"--output {output}: cannot create the directory ({err})") from None
 
 
+def camel(name: str) -> str:
+    """A snake_case name as the CamelCase part of a step label: ``target_invalid`` -> ``TargetInvalid``."""
+    return name.title().replace("_", "")
+
+
 def collect_stats(stats: dict[str, beam.PCollection], output: str) -> None:
     """Write the singleton stats PCollections as one JSON object ``{name: value}`` to ``output``."""
-    pairs = [stats[name] | f"Name{name.title().replace('_', '')}" >> beam.Map(lambda value, n=name: (n, value)) for name in sorted(stats)]
+    pairs = [stats[name] | f"Name{camel(name)}" >> beam.Map(lambda value, n=name: (n, value)) for name in sorted(stats)]
     (
         pairs
         | "FlattenStats" >> beam.Flatten()
@@ -97,9 +102,9 @@ def outcome_stats(records: beam.PCollection, errors: beam.PCollection) -> dict[s
     for name, role_errors in (("invalid", by_role[0]), ("target_invalid", by_role[1])):
         counts[name] = (
             role_errors
-            | f"Reason{name.title()}" >> beam.Map(lambda e: e["reason"])
-            | f"Count{name.title()}" >> beam.combiners.Count.PerElement()
-            | f"{name.title()}ToDict" >> beam.combiners.ToDict()
+            | f"Reason{camel(name)}" >> beam.Map(lambda e: e["reason"])
+            | f"Count{camel(name)}" >> beam.combiners.Count.PerElement()
+            | f"{camel(name)}ToDict" >> beam.combiners.ToDict()
         )
     return {"outcomes": outcomes, **counts}
 

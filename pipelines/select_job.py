@@ -280,11 +280,12 @@ def combined_score(record: dict, moments: dict, weights: tuple[float, float]) ->
 
 def selection_key(record: dict, job: SelectJob, moments: dict | None = None) -> float:
     """The key SelectTop ranks an eligible record by (highest first), per the module docstring."""
-    if job.method in CLUSTER_METHODS:
+    if job.method == "combined":
+        noise = job.combined_temperature * select.gumbel_from_id(record[schema.ID], job.seed)
+        score = combined_score(record, moments, job.combined_weights) + noise
+        return kmeans.within_cluster_key(job.kmeans.strategy, record[schema.CLUSTER_DISTANCE], score)
+    if job.method == "kmeans":
         score = select.uniform_from_id(record[schema.ID], job.seed)
-        if job.method == "combined":
-            noise = job.combined_temperature * select.gumbel_from_id(record[schema.ID], job.seed)
-            score = combined_score(record, moments, job.combined_weights) + noise
         return kmeans.within_cluster_key(job.kmeans.strategy, record[schema.CLUSTER_DISTANCE], score)
     if job.method == "dsir":
         weight = record[schema.DSIR_LOG_WEIGHT]
@@ -386,7 +387,7 @@ def score_quantiles(pool: beam.PCollection, selected: beam.PCollection, columns:
     parts = []
     for column in columns:
         for name, subset in (("all", pool), ("selected", selected)):
-            label = f"{column.title().replace('_', '')}{name.title()}"
+            label = f"{runner.camel(column)}{runner.camel(name)}"
             parts.append(
                 subset
                 | f"Values{label}" >> beam.FlatMap(lambda r, c=column: [r[c]] if r.get(c) is not None else [])
@@ -412,7 +413,7 @@ def _selection_metrics(job: SelectJob, decided, selected, selection_stats, score
     if job.method in CLUSTER_METHODS:
         # Diversity of the pool, the selection and the baseline, on the same embeddings.
         for name, subset in (("all", pool), ("selected", selected), ("random", baseline)):
-            metrics[f"vendi_{name}"] = (subset | f"Vendi{name.title()}" >> vendi.VendiOfRecords(embed.EMBEDDING))["stats"]
+            metrics[f"vendi_{name}"] = (subset | f"Vendi{runner.camel(name)}" >> vendi.VendiOfRecords(embed.EMBEDDING))["stats"]
     if scored_dsir is not None:
         metrics["dsir_kl"] = (
             selected

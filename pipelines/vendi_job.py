@@ -48,7 +48,6 @@ def main(argv: list[str]) -> int:
         embed_config = embed.EmbedConfig(dim=args.embed_dim, seed=args.seed, embedding_field=args.embedding_field)
     except (TypeError, ValueError) as err:
         raise options.UsageError(str(err)) from None
-    io.match_inputs(list(args.input))
     pipeline = runner.make_pipeline(beam_flags)
     read = pipeline | "ReadInputs" >> io.ReadDocuments(list(args.input), read_config)
     embedded = read["records"] | "Embed" >> embed.Embed(embed_config)
