@@ -8,6 +8,7 @@ neither knows is an error, with the closest spelling suggested.
 
 import argparse
 import difflib
+import math
 
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
@@ -125,6 +126,17 @@ def fraction(text: str) -> float:
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {value}")
     return value
+
+
+def shares(text: str) -> tuple[float, ...]:
+    """argparse type: comma-separated non-negative numbers, not all 0 (a YAML list works too)."""
+    try:
+        values = tuple(float(part) for part in text.strip("[]() ").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if any(not math.isfinite(v) or v < 0 for v in values) or not sum(values) > 0:
+        raise argparse.ArgumentTypeError(f"expected finite numbers >= 0, not all 0, got {text!r}")
+    return values
 
 
 DEDUP_RECALL_WEIGHT = 0.8  # winnow verifies every LSH link, so a false positive costs little

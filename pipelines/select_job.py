@@ -11,7 +11,9 @@ Selection keys per method (``transforms/select.py`` picks the top N by key, ties
 
 - ``random``: ``u(seed, id)``, uniform;
 - ``dsir``: ``log w + Gumbel(seed, id)``, importance resampling without replacement (Gumbel
-  top-k), or ``log w`` with ``--dsir-top-k``;
+  top-k), or ``log w`` with ``--dsir-top-k``; with ``--dsir-separate-targets`` one round per
+  ``--target`` (``select.SelectInRounds``), round t keyed by the weight against target t and
+  its own noise;
 - ``zipfit``: ``zipfit_alignment``, top-k as in the paper.
 - ``kmeans``: records are embedded and clustered; each cluster gets a quota
   (``--kmeans-strategy``) and within it the key is ``u(seed, id)`` (or, for ``prototypes``, the
@@ -78,6 +80,10 @@ def select_parser() -> argparse.ArgumentParser:
     dsir_group.add_argument("--dsir-raw-token-budget", type=options.positive_int, metavar="TOKENS", help="fit the raw distribution on a seeded subset of about this many tokens (default: all)")
     dsir_group.add_argument("--dsir-hash", choices=dsir.HASHES, default="fast", help="fast: vectorised hashing; sha256: the reference's buckets exactly (default: %(default)s)")
     dsir_group.add_argument("--dsir-top-k", action="store_true", help="select the top N log weights instead of importance resampling")
+    dsir_group.add_argument("--dsir-separate-targets", action="store_true",
+                            help="each --target is its own target dataset: select its share of N by its own weights, target by target (the reference's separate_targets)")
+    dsir_group.add_argument("--dsir-target-proportions", type=options.shares, metavar="P,P,...",
+                            help="with --dsir-separate-targets: each target's share of N, in --target order (default: its share of the targets' n-grams)")
     zipfit_group = parser.add_argument_group("zipfit (compression alignment to the target)")
     zipfit_group.add_argument("--zipfit-mode", choices=zipfit.MODES, default=zipfit.ZSTD_DICT, help="zstd_dict: linear in the data; faithful: the paper's gzip NCD, documents x targets compressions (default: %(default)s)")
     zipfit_group.add_argument("--zipfit-level", type=int, help="compressor level: gzip 0-9 (faithful, default 9) or zstd 1-22 (zstd_dict, default 3)")
@@ -141,6 +147,12 @@ class SelectJob:
             raise options.UsageError(f"give --num-select ({args.num_select}) or --fraction ({args.fraction}), not both")
         if args.method in TARGET_METHODS and not args.target:
             raise options.UsageError(f"--method {args.method} needs --target (a sample of the data you want more of)")
+        if args.dsir_separate_targets and args.method != "dsir":
+            raise options.UsageError(f"--dsir-separate-targets selects per target with --method dsir, not --method {args.method}")
+        if args.dsir_target_proportions is not None and len(args.dsir_target_proportions) != len(args.target or ()):
+            raise options.UsageError(
+                f"--dsir-target-proportions has {len(args.dsir_target_proportions)} shares for {len(args.target or ())} --target; give one per --target"
+            )
         quota = select.TotalQuota(n=args.num_select) if args.num_select is not None else select.TotalQuota(fraction=args.fraction or DEFAULT_FRACTION)
         try:
             return cls(
@@ -151,6 +163,7 @@ class SelectJob:
                 dsir=dsir.DsirConfig(
                     buckets=args.dsir_buckets, ngrams=args.dsir_ngrams, min_tokens=args.dsir_min_tokens,
                     raw_token_budget=args.dsir_raw_token_budget, hash=args.dsir_hash,
+                    separate_targets=args.dsir_separate_targets, target_proportions=args.dsir_target_proportions,
                 ),
                 dsir_top_k=args.dsir_top_k,
                 zipfit=zipfit.ZipfitConfig(mode=args.zipfit_mode, level=args.zipfit_level, target_sample=args.zipfit_target_sample, seed=args.seed),
@@ -177,6 +190,10 @@ class SelectJob:
     @property
     def runs_zipfit(self) -> bool:
         return self.method == "zipfit" or (self.method == "combined" and self.uses_target)
+
+    @property
+    def selects_per_target(self) -> bool:
+        return self.dsir.separate_targets
 
 
 def _unit(value: float, flag: str) -> float:
@@ -288,16 +305,25 @@ def selection_key(record: dict, job: SelectJob, moments: dict | None = None) -> 
         score = select.uniform_from_id(record[schema.ID], job.seed)
         return kmeans.within_cluster_key(job.kmeans.strategy, record[schema.CLUSTER_DISTANCE], score)
     if job.method == "dsir":
-        weight = record[schema.DSIR_LOG_WEIGHT]
-        return weight if job.dsir_top_k else weight + select.gumbel_from_id(record[schema.ID], job.seed)
+        return dsir_key(record[schema.DSIR_LOG_WEIGHT], record[schema.ID], job)
     if job.method == "zipfit":
         return record[schema.ZIPFIT_ALIGNMENT]
     return select.uniform_from_id(record[schema.ID], job.seed)
 
 
+def dsir_key(log_weight: float, doc_id: str, job: SelectJob, round_index: int = 0) -> float:
+    """``log w + Gumbel`` (noise from ``select.round_seed(seed, round)`` and the id), or ``log w`` with ``--dsir-top-k``."""
+    if job.dsir_top_k:
+        return log_weight
+    return log_weight + select.gumbel_from_id(doc_id, select.round_seed(job.seed, round_index))
+
+
 def _attach_key(record: dict, job: SelectJob, moments: dict | None = None) -> dict:
     if not schema.is_eligible(record):
         return record
+    if job.selects_per_target:
+        weights = record[schema.DSIR_TARGET_LOG_WEIGHTS]
+        return {**record, select.ROUND_KEYS: [dsir_key(w, record[schema.ID], job, t) for t, w in enumerate(weights)]}
     group = record[schema.CLUSTER] if job.method in CLUSTER_METHODS else 0
     return {**record, select.KEY: selection_key(record, job, moments), select.GROUP: group}
 
@@ -338,24 +364,32 @@ def _dsir_metrics(selected_counts, target_counts, raw_counts, baseline_counts) -
     }
 
 
+def _read_targets(pipeline: beam.Pipeline, job: SelectJob, stages: _Stages) -> list[beam.PCollection]:
+    """The target records: one PCollection per ``--target`` with ``--dsir-separate-targets``, else one for all."""
+    if not job.selects_per_target:
+        return [stages.apply(pipeline, "read_target", "ReadTarget", io.ReadDocuments(job.targets, job.read, io.TARGET_ROLE))["records"]]
+    return [
+        stages.apply(pipeline, "read_target", f"ReadTarget{t}", io.ReadDocuments([glob], job.read, io.TARGET_ROLE))["records"]
+        for t, glob in enumerate(job.targets)
+    ]
+
+
 def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
     """Add the whole select job to ``pipeline``."""
     stages = _Stages()
     read = stages.apply(pipeline, "read", "ReadInputs", io.ReadDocuments(job.inputs, job.read, unique_ids=True))
     records = read["records"]
-    target = None
-    if job.uses_target:
-        target = stages.apply(pipeline, "read_target", "ReadTarget", io.ReadDocuments(job.targets, job.read, io.TARGET_ROLE))["records"]
+    targets = _read_targets(pipeline, job, stages) if job.uses_target else []
     if "exact" in job.dedup:
         records = stages.apply(records, "dedup_exact", "DedupExact", dedup.DedupExact())["records"]
     if "minhash" in job.dedup:
         records = stages.apply(records, "dedup_minhash", "DedupNearMinHash", dedup.DedupNearMinHash(job.minhash))["records"]
     scored_dsir = None
     if job.runs_dsir:
-        scored_dsir = stages.apply(records, "dsir", "ScoreDsir", dsir.ScoreDsir(target, job.dsir))
+        scored_dsir = stages.apply(records, "dsir", "ScoreDsir", dsir.ScoreDsir(targets, job.dsir))
         records = scored_dsir["records"]
-    if job.runs_zipfit:
-        records = stages.apply(records, "zipfit", "ScoreZipfit", zipfit.ScoreZipfit(target, job.zipfit))["records"]
+    if job.runs_zipfit:  # one target set: separate targets are dsir-only
+        records = stages.apply(records, "zipfit", "ScoreZipfit", zipfit.ScoreZipfit(targets[0], job.zipfit))["records"]
     if job.method in CLUSTER_METHODS:
         records = stages.apply(records, "embed", "Embed", embed.Embed(job.embed))["records"]
         clustered = stages.apply(records, "kmeans", "ClusterKMeans", kmeans.ClusterKMeans(job.kmeans))
@@ -373,7 +407,11 @@ def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
         quota_fn = ClusterQuota(job.quota, job.kmeans)
         quota_input = clustered["stats"] | "ClusterInputs" >> beam.Map(_cluster_inputs)
     keyed = records | "AttachKeys" >> beam.Map(_attach_key, job, *key_args)
-    chosen = stages.apply(keyed, "selection", "SelectTop", select.SelectTop(quota_fn, quota_input))
+    if job.selects_per_target:
+        rounds = select.SelectInRounds(job.quota, len(job.targets), scored_dsir["target_shares"], schema.DSIR_TARGET)
+        chosen = stages.apply(keyed, "selection", "SelectPerTarget", rounds)
+    else:
+        chosen = stages.apply(keyed, "selection", "SelectTop", select.SelectTop(quota_fn, quota_input))
     decided = chosen["records"]
     errors = stages.errors | "FlattenErrors" >> beam.Flatten()
     selected = runner.write_outputs(decided, errors, job.output, selected_schema, job.write_scores)
@@ -429,9 +467,12 @@ def _selection_metrics(job: SelectJob, decided, selected, selection_stats, score
 
 
 def check_target(job: SelectJob) -> None:
-    """Raises UsageError when a target method's target holds no valid record."""
-    if job.uses_target and not io.has_valid_record(list(job.targets), job.read):
-        raise options.UsageError(f"--target {' '.join(job.targets)}: no valid record (--method {job.method} needs a non-empty target)")
+    """Raises UsageError when a target method's target (each one, with separate targets) holds no valid record."""
+    if not job.uses_target:
+        return
+    for globs in [[glob] for glob in job.targets] if job.selects_per_target else [list(job.targets)]:
+        if not io.has_valid_record(globs, job.read):
+            raise options.UsageError(f"--target {' '.join(globs)}: no valid record (--method {job.method} needs a non-empty target)")
 
 
 def main(argv: list[str]) -> int:

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import pickle
+import re
 
 import apache_beam as beam
 import numpy as np
@@ -37,7 +38,7 @@ from transforms.dsir import (
     log_ratio,
     log_weights,
     ngram_counts,
-    target_quotas,
+    target_shares,
 )
 from transforms.text import wordpunct_tokens
 
@@ -78,16 +79,21 @@ def _fit(config, raw_texts, target_texts):
         ({"min_tokens": -1}, ValueError, "min_tokens=-1"),
         ({"raw_token_budget": 0}, ValueError, "raw_token_budget=0"),
         ({"hash": "md5"}, ValueError, "hash='md5'"),
+        ({"target_proportions": (1.0, 2.0)}, ValueError, "only used with separate_targets"),
+        ({"separate_targets": True, "target_proportions": (1.0, -2.0)}, ValueError, "target_proportions=(1.0, -2.0)"),
+        ({"separate_targets": True, "target_proportions": (0.0, 0.0)}, ValueError, "not all 0"),
     ],
 )
 def test_config_rejects_bad_values_quoting_them(kwargs, error, quoted):
-    with pytest.raises(error, match=quoted.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(error, match=re.escape(quoted)):
         DsirConfig(**kwargs)
 
 
-def test_score_dsir_rejects_a_non_config():
+def test_score_dsir_rejects_a_non_config_and_a_share_count_unlike_the_targets():
     with pytest.raises(TypeError, match="expected a DsirConfig"):
         ScoreDsir(None, {"buckets": 10})
+    with pytest.raises(ValueError, match="one share per target"):
+        ScoreDsir([None, None], DsirConfig(separate_targets=True, target_proportions=(1.0, 2.0, 3.0)))
 
 
 # --- core, hand-worked -------------------------------------------------------------------
@@ -145,9 +151,10 @@ def test_gumbel_keys_come_from_a_hash_of_seed_and_id():
     assert abs(keys.mean() - 0.5772) < 0.05
 
 
-def test_target_quotas_give_the_remainder_to_the_last_target():
-    assert target_quotas(10, [1, 1, 1]) == [3, 3, 4]
-    assert target_quotas(10, [3, 1]) == [7, 3]
+def test_target_shares_follow_the_proportions_else_the_ngram_counts():
+    assert target_shares([30, 10]) == [0.75, 0.25]
+    assert target_shares([30, 10], (1, 3)) == [0.25, 0.75]
+    assert target_shares([0, 0]) == [0.5, 0.5]
 
 
 def test_budget_cutoff_keeps_the_most_slices_within_the_budget_and_at_least_one():
@@ -291,6 +298,7 @@ def test_score_dsir_pipeline_scores_drops_short_passes_dropped_and_routes_errors
                 "kept": 2, "too_short": 1, "already_dropped": 1, "invalid": 1, "raw_tokens": tokens,
                 "raw_documents_fitted": 3, "raw_tokens_fitted": tokens,
                 "target_documents": 2, "target_tokens": target_tokens,
+                "targets": [{"documents": 2, "tokens": target_tokens, "share": 1.0}],
             }]),
             label="CheckStats",
         )
@@ -299,6 +307,35 @@ def test_score_dsir_pipeline_scores_drops_short_passes_dropped_and_routes_errors
             equal_to([ngram_counts(raw, config.buckets).tolist()]),
             label="CheckRawCounts",
         )
+
+
+def test_score_dsir_with_separate_targets_weighs_against_the_pool_and_each_target():
+    config = DsirConfig(min_tokens=0, separate_targets=True)
+    code_target = [{"id": "c0", "text": LONG_B}, {"id": "c1", "text": "def g(y): return y + 1  # one more"}]
+    prose_texts, code_texts = [t["text"] for t in TARGET[:2]], [t["text"] for t in code_target]
+    records = [{"id": "a", "text": LONG_A}, {"id": "b", "text": LONG_B}]
+    hasher = NgramHasher(config)
+    raw = hasher.featurize([LONG_A, LONG_B])
+    prose, code = (ngram_counts(hasher.featurize(texts), config.buckets) for texts in (prose_texts, code_texts))
+    raw_counts = ngram_counts(raw, config.buckets)
+    pooled = log_weights(raw, log_ratio(prose + code, raw_counts))
+    each = [log_weights(raw, log_ratio(counts, raw_counts)) for counts in (prose, code)]
+    expected = [{schema.DSIR_LOG_WEIGHT: pooled[i], schema.DSIR_TARGET_LOG_WEIGHTS: [each[0][i], each[1][i]]} for i in range(2)]
+
+    def close_to_expected(actual):
+        actual = sorted(actual, key=lambda r: r["id"])
+        assert [r["id"] for r in actual] == ["a", "b"]
+        for got, want in zip(actual, expected):
+            assert got[schema.DSIR_LOG_WEIGHT] == pytest.approx(want[schema.DSIR_LOG_WEIGHT], rel=1e-12)
+            assert got[schema.DSIR_TARGET_LOG_WEIGHTS] == pytest.approx(want[schema.DSIR_TARGET_LOG_WEIGHTS], rel=1e-12)
+
+    with _pipeline() as p:
+        targets = [p | "Prose" >> beam.Create(TARGET), p | "Code" >> beam.Create(code_target)]
+        out = p | "Records" >> beam.Create(records) | ScoreDsir(targets, config)
+        assert_that(out["records"], close_to_expected, label="CheckRecords")
+        shares = [prose.sum() / (prose.sum() + code.sum()), code.sum() / (prose.sum() + code.sum())]
+        assert_that(out["target_shares"], equal_to([pytest.approx(shares)]), label="CheckShares")
+        assert_that(out["target_counts"] | beam.Map(lambda c: c.tolist()), equal_to([[prose.tolist(), code.tolist()]]), label="CheckCounts")
 
 
 def test_score_dsir_fits_the_raw_distribution_on_the_budget_subset():

@@ -168,3 +168,71 @@ def test_radix_select_core_matches_sorting(keys, quota):
     chosen = {i for b, i in zip(batch.bits.tolist(), ids) if select.is_selected(boundary, b, i)}
     expected = {i for _, i in sorted(zip(keys, ids), key=lambda p: (-p[0], p[1]))[:quota]}
     assert chosen == expected
+
+
+def test_split_quota_gives_the_remainder_to_the_last_share():
+    assert select.split_quota(10, [1, 1, 1]) == [3, 3, 4]
+    assert select.split_quota(10, [3, 1]) == [7, 3]
+    assert select.split_quota(5, [0, 2]) == [0, 5]
+
+
+def test_round_quota_splits_the_total_of_the_first_pool():
+    quota = select.RoundQuota(select.TotalQuota(fraction=0.5), 1)
+    # pool of 40 before round 0 -> total 20 -> [15, 5]; round 1 gets 5 whatever remains
+    assert quota({0: 25}, (40, [0.75, 0.25])) == {0: 5}
+    assert select.RoundQuota(select.TotalQuota(n=20), 0)({0: 40}, (40, [0.75, 0.25])) == {0: 15}
+
+
+def test_round_seed_keeps_round_zero_and_separates_later_rounds():
+    assert select.round_seed(7, 0) == 7
+    noise = [select.gumbel_noise([f"d{i}" for i in range(200)], select.round_seed(7, t)) for t in range(3)]
+    assert np.array_equal(noise[0], select.gumbel_noise([f"d{i}" for i in range(200)], 7))
+    assert abs(np.corrcoef(noise[1], noise[2])[0, 1]) < 0.2
+
+
+def _rounds_brute_force(records, quotas):
+    """Round t takes the first quotas[t] of the records left, by (t-th key desc, id asc)."""
+    left = [r for r in records if schema.is_eligible(r)]
+    chosen = {}
+    for t, quota in enumerate(quotas):
+        left.sort(key=lambda r: (-r[select.ROUND_KEYS][t], r["id"]))
+        chosen.update({r["id"]: t for r in left[:quota]})
+        left = left[quota:]
+    return chosen
+
+
+def test_select_in_rounds_equals_sequential_brute_force():
+    rng = random.Random(4)
+    records = []
+    for i in range(900):
+        # round 1 prefers what round 0 prefers too, so the rounds compete for the same records
+        first = rng.random()
+        record = {"id": f"r{i:04d}", "text": "x", select.ROUND_KEYS: [first, first + rng.random() * 0.5, rng.choice([0.0, 1.0])]}
+        if i % 13 == 0:
+            record[schema.DROP_REASON] = schema.EXACT_DUPLICATE
+        records.append(record)
+    n_eligible = sum(schema.is_eligible(r) for r in records)
+    expected = _rounds_brute_force(records, select.split_quota(100, [0.5, 0.3, 0.2]))
+    with local_pipeline() as pipeline:
+        shares = pipeline | "Shares" >> beam.Create([[5.0, 3.0, 2.0]])
+        out = pipeline | beam.Create(records) | select.SelectInRounds(select.TotalQuota(n=100), 3, shares, "round")
+        outcome = out["records"] | beam.Map(lambda r: (r["id"], r["selected"], r.get("round"), r.get(schema.DROP_REASON), sorted(r)))
+        fields = sorted(["id", "text", schema.SELECTED])
+
+        def check(rows):
+            assert len(rows) == len(records)
+            assert {i: t for i, chosen, t, _, _ in rows if chosen} == expected
+            reasons = {reason for _, chosen, _, reason, _ in rows if not chosen}
+            assert reasons == {schema.EXACT_DUPLICATE, schema.NOT_SELECTED}
+            assert all(keys in (fields, sorted([*fields, "round"]), sorted([*fields, schema.DROP_REASON])) for *_, keys in rows)
+
+        assert_that(outcome, check)
+        assert_that(
+            out["stats"],
+            equal_to([{"pool": {0: n_eligible}, "quota": {0: 100}, "rounds": [
+                {"pool": {0: n_eligible}, "quota": {0: 50}},
+                {"pool": {0: n_eligible - 50}, "quota": {0: 30}},
+                {"pool": {0: n_eligible - 80}, "quota": {0: 20}},
+            ]}]),
+            label="stats",
+        )

@@ -3,14 +3,17 @@
 import gzip
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from data_selection import HashedNgramDSIR
+
 from examples import make_demo_corpus
 from pipelines import cli
-from transforms import dsir, schema
+from transforms import dsir, schema, select
 
 
 def _run(*argv) -> int:
@@ -123,6 +126,11 @@ def test_refuses_to_mix_runs_without_overwrite(random_run, capsys):
         (["--input", "a.jsonl", "--output", "/tmp/x", "--num-selct", "5"], "did you mean --num-select"),
         (["--input", "a.jsonl", "--output", "/tmp/x", "--num-select", "0"], "expected an integer >= 1"),
         (["--input", "a.jsonl", "--output", "/tmp/x", "--method", "magic"], "invalid choice"),
+        (["--input", "a.jsonl", "--output", "/tmp/x", "--target", "t.jsonl", "--method", "zipfit", "--dsir-separate-targets"],
+         "--dsir-separate-targets selects per target with --method dsir"),
+        (["--input", "a.jsonl", "--output", "/tmp/x", "--target", "t.jsonl", "--method", "dsir", "--dsir-separate-targets",
+          "--dsir-target-proportions", "1,2"], "has 2 shares for 1 --target"),
+        (["--input", "a.jsonl", "--output", "/tmp/x", "--dsir-target-proportions", "1,-2"], "expected finite numbers >= 0"),
     ],
 )
 def test_cli_errors_are_one_clear_line(argv, message, capsys):
@@ -247,3 +255,72 @@ def test_cluster_quota_mixes_strategy_quotas_with_quality_mass():
     quotas = mixed(counts, {"stats": stats, "quality": {0: 97.0, 1: 1.0, 2: 1.0, 3: 1.0}})
     # targets 0.5 * (12, 12, 11, 5) + 0.5 * 40 * (0.97, 0.01, 0.01, 0.01) = (25.4, 6.2, 5.7, 2.7) -> nearest integers summing to 40
     assert quotas == {0: 25, 1: 6, 2: 6, 3: 3}
+
+
+def _write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return str(path)
+
+
+def _reference_rounds(weights: np.ndarray, eligible: np.ndarray, quotas: list[int]) -> list[set[int]]:
+    """The reference's separate-targets top-k in plain numpy: round t takes the top quotas[t] left by weights[:, t]."""
+    left, rounds = eligible.copy(), []
+    for t, quota in enumerate(quotas):
+        order = np.flatnonzero(left)[np.argsort(-weights[left, t], kind="stable")]
+        rounds.append(set(order[:quota].tolist()))
+        left[order[:quota]] = False
+    return rounds
+
+
+def _no_boundary_tie(weights, eligible, quotas) -> bool:
+    left = eligible.copy()
+    for t, quota in enumerate(quotas):
+        ranked = np.sort(weights[left, t])[::-1]
+        if quota < len(ranked) and ranked[quota - 1] - ranked[quota] <= 1e-6:
+            return False
+        left[list(_reference_rounds(weights, left, [quota])[0])] = False
+    return True
+
+
+def test_separate_targets_select_as_the_reference_package(tmp_path):
+    """Two targets (reference-manual prose, stdlib code), shares 0.6 / 0.4, sha256 buckets, top-k:
+    per-target weights equal ``data-selection``'s and the same documents are selected per target."""
+    raw, prose = make_demo_corpus.build(code_docs=100)
+    code = [{"id": f"t-{r['id']}", "text": r["text"]} for r in raw if r["source"] == "stdlib_code" and r["variant"] == "original"][:30]
+    paths = {name: _write_jsonl(tmp_path / f"{name}.jsonl", records) for name, records in (("raw", raw), ("prose", prose), ("code", code))}
+    reference = HashedNgramDSIR(
+        raw_datasets=[paths["raw"]], target_datasets=[paths["prose"], paths["code"]], cache_dir=str(tmp_path / "cache"),
+        num_proc=1, ngrams=2, num_buckets=10_000, min_example_length=100, separate_targets=True, target_proportions=[0.6, 0.4],
+    )
+    reference.fit_importance_estimator(num_tokens_to_fit="all")
+    reference.compute_importance_weights()
+    ref_weights = np.load(tmp_path / "cache" / "log_importance_weights" / "0.npy")  # (documents, targets)
+    eligible = np.load(tmp_path / "cache" / "perexample_metadata" / "0.npy") >= 100
+    k = next(k for k in range(150, 300) if _no_boundary_tie(ref_weights, eligible, select.split_quota(k, [0.6, 0.4])))
+    reference.resample(out_dir=str(tmp_path / "selected"), num_to_sample=k, top_k=True)
+    ref_selected = {json.loads(line)["id"] for line in (tmp_path / "selected" / "0.jsonl").read_text(encoding="utf-8").splitlines()}
+    ref_rounds = [{raw[i]["id"] for i in chosen} for chosen in _reference_rounds(ref_weights, eligible, select.split_quota(k, [0.6, 0.4]))]
+    assert set().union(*ref_rounds) == ref_selected and min(map(len, ref_rounds)) > 50
+
+    output = tmp_path / "out"
+    assert _run(
+        "--input", paths["raw"], "--target", paths["prose"], "--target", paths["code"], "--output", str(output),
+        "--method", "dsir", "--dsir-separate-targets", "--dsir-target-proportions", "0.6,0.4", "--dsir-hash", "sha256",
+        "--dsir-top-k", "--num-select", str(k), "--write-scores",
+    ) == 0
+    scores = _table(output / "scores").to_pylist()
+    by_id = {r["id"]: i for i, r in enumerate(raw)}
+    worst = max(abs(np.asarray(r["dsir_target_log_weights"]) - ref_weights[by_id[r["id"]]]).max() for r in scores)
+    assert worst < 1e-6, worst
+    chosen = [{r["id"] for r in scores if r["dsir_target"] == t} for t in range(2)]
+    assert chosen == ref_rounds
+    assert {r["id"] for r in scores if r["selected"]} == ref_selected
+
+
+def test_one_separate_target_selects_as_the_pooled_target(demo_corpus, tmp_path):
+    demo_dir, _ = demo_corpus
+    common = ["--input", str(demo_dir / "raw" / "*"), "--target", str(demo_dir / "target" / "*"), "--method", "dsir", "--num-select", "90", "--seed", "3"]
+    assert _run(*common, "--output", str(tmp_path / "pooled")) == 0
+    assert _run(*common, "--output", str(tmp_path / "separate"), "--dsir-separate-targets") == 0
+    pooled, separate = (sorted(_table(tmp_path / name / "selected").column("id").to_pylist()) for name in ("pooled", "separate"))
+    assert len(pooled) == 90 and pooled == separate

@@ -50,6 +50,15 @@ Deviations from the reference:
   without replacement (Gumbel top-k, as the reference's ``resample``), with noise from a hash of
   (seed, id) instead of a global RNG; plain top-k ranks by the log weight itself.
 
+Several targets (the reference's ``separate_targets``). ``dsir_log_weight`` is always the weight
+against all target datasets pooled (their counts summed). With ``separate_targets`` each record
+also gets ``dsir_target_log_weights``, its weight against each target t alone
+(``r_t = log(p_t + ε) - log(p_raw + ε)``), and the selection is made target by target
+(``select.SelectInRounds``): target t takes its share ``π_t`` of N, by importance resampling on
+its own weights, from the records earlier targets did not take. π is given
+(``target_proportions``) or each target's share of the targets' n-grams (the reference's default).
+Unlike the reference, each target is fitted on all of its records even with a raw token budget.
+
 Quality metric. ``kl_reduction`` is the paper's KL reduction on the hashed n-gram distributions
 (``KL(target ‖ baseline) − KL(target ‖ selected)``, baseline = random selection), smoothed with
 the same ε as the weights.
@@ -102,6 +111,10 @@ class DsirConfig:
         raw_token_budget: fit the raw distribution on a deterministic subset of at most this
             many tokens (see the module docstring); None fits on every eligible record.
         hash: ``"fast"`` (vectorised) or ``"sha256"`` (the reference's buckets exactly).
+        separate_targets: weigh each record against every target dataset separately too
+            (``dsir_target_log_weights``), for selecting per target (the reference's option).
+        target_proportions: with ``separate_targets``, each target's share of the selection;
+            None = its share of the targets' n-grams (the reference's default).
     """
 
     buckets: int = 10_000
@@ -109,6 +122,8 @@ class DsirConfig:
     min_tokens: int = 100
     raw_token_budget: int | None = None
     hash: str = "fast"
+    separate_targets: bool = False
+    target_proportions: tuple[float, ...] | None = None
 
     def __post_init__(self):
         for name, low, high in (("buckets", 1, MAX_BUCKETS), ("ngrams", 1, MAX_NGRAMS), ("min_tokens", 0, None)):
@@ -121,6 +136,12 @@ class DsirConfig:
         check_int("raw_token_budget", self.raw_token_budget, 1, allow_none=True)
         if self.hash not in HASHES:
             raise ValueError(f"hash={self.hash!r}; expected one of {HASHES}")
+        if self.target_proportions is not None:
+            if not self.separate_targets:
+                raise ValueError(f"target_proportions={self.target_proportions}; only used with separate_targets")
+            shares = np.asarray(self.target_proportions, dtype=np.float64)
+            if shares.ndim != 1 or not np.all(np.isfinite(shares)) or np.any(shares < 0) or not shares.sum() > 0:
+                raise ValueError(f"target_proportions={self.target_proportions}; expected finite shares >= 0, not all 0")
 
 
 # --- featurization -----------------------------------------------------------------------
@@ -398,17 +419,13 @@ def gumbel_keys(log_weights: np.ndarray, ids: list[str], seed: int) -> np.ndarra
     return np.asarray(log_weights, dtype=np.float64) + gumbel_noise(ids, seed)
 
 
-def target_quotas(n_select: int, proportions) -> list[int]:
-    """Per-target selection sizes for several targets (the reference's ``separate_targets``).
-
-    ``floor(n · π_t)`` for each target t, the remainder to the last one; π are the proportions
-    normalised to sum 1 (the reference's default is each target's share of target tokens).
-    """
-    shares = np.asarray(proportions, dtype=np.float64)
-    shares = shares / shares.sum()
-    quotas = [int(n_select * share) for share in shares]
-    quotas[-1] += n_select - sum(quotas)
-    return quotas
+def target_shares(target_ngrams: list[int], proportions=None) -> list[float]:
+    """Each target's share of the selection, summing to 1: ``proportions`` normalised, else each
+    target's share of the targets' n-grams (the reference's default); equal shares when all are 0."""
+    shares = np.asarray(proportions if proportions is not None else target_ngrams, dtype=np.float64)
+    if not shares.sum() > 0:
+        shares = np.ones(len(shares))
+    return (shares / shares.sum()).tolist()
 
 
 def id_bins(ids: list[str]) -> np.ndarray:
@@ -541,8 +558,29 @@ def _str_text(record: dict) -> list[str]:
     return [text] if isinstance(text, str) else []
 
 
-def _log_ratio_of_totals(target: NgramTotals, raw: NgramTotals) -> np.ndarray:
-    return log_ratio(target.counts, raw.counts)
+def _gathered(first, *rest) -> list:
+    return [first, *rest]
+
+
+def _pooled(targets: list[NgramTotals]) -> NgramTotals:
+    """The targets' totals summed: the pooled target."""
+    return NgramTotals(np.sum([t.counts for t in targets], axis=0), sum(t.documents for t in targets), sum(t.tokens for t in targets))
+
+
+def _log_ratios(targets: list[NgramTotals], raw: NgramTotals, separate: bool) -> np.ndarray:
+    """``log_ratio`` against the pooled targets, (B,); with ``separate`` (1 + T, B): pooled, then each target."""
+    if not separate:
+        return log_ratio(_pooled(targets).counts, raw.counts)
+    return log_ratio(np.vstack([_pooled(targets).counts, *[t.counts for t in targets]]), raw.counts)
+
+
+def _shares_of_totals(targets: list[NgramTotals], config: DsirConfig) -> list[float]:
+    return target_shares([int(t.counts.sum()) for t in targets], config.target_proportions)
+
+
+def _target_counts(targets: list[NgramTotals], separate: bool) -> np.ndarray:
+    """For ``kl_reduction``: the pooled (B,) counts, or with ``separate`` each target's, (T, B)."""
+    return np.stack([t.counts for t in targets]) if separate else _pooled(targets).counts
 
 
 def _counts_of_totals(totals: NgramTotals) -> np.ndarray:
@@ -553,7 +591,8 @@ def _sum_tallies(tallies) -> np.ndarray:
     return np.sum([np.zeros(5, dtype=np.int64), *tallies], axis=0)
 
 
-def _stats(tally: np.ndarray, raw: NgramTotals, target: NgramTotals, config: DsirConfig) -> dict:
+def _stats(tally: np.ndarray, raw: NgramTotals, targets: list[NgramTotals], config: DsirConfig) -> dict:
+    pooled, shares = _pooled(targets), _shares_of_totals(targets, config)
     return {
         "kept": int(tally[_KEPT]),
         "too_short": int(tally[_TOO_SHORT]),
@@ -562,8 +601,9 @@ def _stats(tally: np.ndarray, raw: NgramTotals, target: NgramTotals, config: Dsi
         "raw_tokens": int(tally[_TOKENS]),
         "raw_documents_fitted": raw.documents,
         "raw_tokens_fitted": raw.tokens,
-        "target_documents": target.documents,
-        "target_tokens": target.tokens,
+        "target_documents": pooled.documents,
+        "target_tokens": pooled.tokens,
+        "targets": [{"documents": t.documents, "tokens": t.tokens, "share": share} for t, share in zip(targets, shares)],
         "config": dataclasses.asdict(config),
     }
 
@@ -602,16 +642,20 @@ class _ScoreDsirFn(beam.DoFn):
                 scorable.append(record)
         if scorable:
             features = self._hasher.featurize([r[schema.TEXT] for r in scorable])
-            weights = log_weights(features, ratio)
+            weights = log_weights(features, ratio).tolist()  # (D,), or (D, 1 + T): pooled, then each target
+            if ratio.ndim == 1:
+                columns = [{schema.DSIR_LOG_WEIGHT: w} for w in weights]
+            else:
+                columns = [{schema.DSIR_LOG_WEIGHT: w[0], schema.DSIR_TARGET_LOG_WEIGHTS: w[1:]} for w in weights]
             long_enough = document_lengths(features.n_tokens, self._config.ngrams) >= self._config.min_tokens
             tally[_TOKENS] = features.n_tokens.sum()
-            for record, weight, keep in zip(scorable, weights.tolist(), long_enough.tolist()):
+            for record, scores, keep in zip(scorable, columns, long_enough.tolist()):
                 if keep:
                     tally[_KEPT] += 1
-                    yield {**record, schema.DSIR_LOG_WEIGHT: weight}
+                    yield {**record, **scores}
                 else:
                     tally[_TOO_SHORT] += 1
-                    yield schema.drop(record, schema.TOO_SHORT, **{schema.DSIR_LOG_WEIGHT: weight})
+                    yield schema.drop(record, schema.TOO_SHORT, **scores)
         for exit_, counter in self._counters.items():
             counter.inc(int(tally[exit_]))
         yield beam.pvalue.TaggedOutput(_TALLY, tally)
@@ -638,29 +682,38 @@ class CountNgrams(beam.PTransform):
 
 
 class ScoreDsir(beam.PTransform):
-    """Records -> records with ``dsir_log_weight``, the DSIR importance log weight against ``target``.
+    """Records -> records with ``dsir_log_weight``, the DSIR importance log weight against the target.
 
     ``expand(records)`` returns a dict of PCollections:
 
-    - ``"records"``: every input record once. Eligible records get ``dsir_log_weight`` (float);
-      those shorter than ``min_tokens`` are also dropped ``too_short`` (their weight is set
-      too). Records an earlier stage dropped pass through unchanged and are not fitted.
+    - ``"records"``: every input record once. Eligible records get ``dsir_log_weight`` (float),
+      the weight against all targets pooled, and with ``separate_targets`` also
+      ``dsir_target_log_weights`` (T floats, one per target); those shorter than ``min_tokens``
+      are also dropped ``too_short`` (their weights are set too). Records an earlier stage
+      dropped pass through unchanged and are not fitted.
     - ``"errors"``: eligible records whose ``text`` is not a str.
     - ``"stats"``: one dict: kept / too_short / already_dropped / invalid counts, raw tokens,
-      raw documents and tokens fitted, target documents and tokens, the config.
-    - ``"target_counts"``, ``"raw_counts"``: singletons, the (B,) int64 n-gram counts fitted
-      (the raw ones on the budget subset when ``raw_token_budget`` is set), for ``kl_reduction``.
+      raw documents and tokens fitted, target documents and tokens (pooled and per target, with
+      each target's share), the config.
+    - ``"target_counts"``, ``"raw_counts"``: singletons, the n-gram counts fitted, for
+      ``kl_reduction``: the pooled target's (B,), or with ``separate_targets`` each target's
+      (T, B); the raw ones (B,) on the budget subset when ``raw_token_budget`` is set.
+    - ``"target_shares"``: singleton, each target's share of the selection (``target_shares``).
 
     Args:
-        target: PCollection of target records (dicts with a str ``text``; others are skipped).
-        config: DsirConfig.
+        target: PCollection of target records (dicts with a str ``text``; others are skipped), or
+            a list of them, one per target dataset.
+        config: DsirConfig; ``target_proportions``, if given, has one share per target.
     """
 
     def __init__(self, target, config: DsirConfig = DsirConfig()):
         super().__init__()
         if not isinstance(config, DsirConfig):
             raise TypeError(f"config={config!r}; expected a DsirConfig")
-        self._target, self._config = target, config
+        self._targets = list(target) if isinstance(target, (list, tuple)) else [target]
+        if config.target_proportions is not None and len(config.target_proportions) != len(self._targets):
+            raise ValueError(f"target_proportions={config.target_proportions}; expected one share per target ({len(self._targets)})")
+        self._config = config
 
     def expand(self, records):
         config = self._config
@@ -680,14 +733,16 @@ class ScoreDsir(beam.PTransform):
                 _texts_in_budget, cutoff=beam.pvalue.AsSingleton(cutoff)
             )
         raw = raw_texts | "FitRaw" >> beam.CombineGlobally(_NgramTotalsCombineFn(config))  # NgramTotals
-        target = (
-            self._target
-            | "TargetTexts" >> beam.FlatMap(_str_text)
-            | "BatchTarget" >> beam.BatchElements(max_batch_size=BATCH_SIZE)
-            | "FitTarget" >> beam.CombineGlobally(_NgramTotalsCombineFn(config))
-        )
-        # (B,) float64, broadcast to every scoring worker
-        ratio = target | "LogRatio" >> beam.Map(_log_ratio_of_totals, raw=beam.pvalue.AsSingleton(raw))
+        fits = [
+            target
+            | f"TargetTexts{t}" >> beam.FlatMap(_str_text)
+            | f"BatchTarget{t}" >> beam.BatchElements(max_batch_size=BATCH_SIZE)
+            | f"FitTarget{t}" >> beam.CombineGlobally(_NgramTotalsCombineFn(config))
+            for t, target in enumerate(self._targets)
+        ]
+        targets = fits[0] | "Targets" >> beam.Map(_gathered, *[beam.pvalue.AsSingleton(f) for f in fits[1:]])  # [NgramTotals]
+        # (B,) or (1 + T, B) float64, broadcast to every scoring worker
+        ratio = targets | "LogRatio" >> beam.Map(_log_ratios, raw=beam.pvalue.AsSingleton(raw), separate=config.separate_targets)
         scored = batches | "Score" >> beam.ParDo(_ScoreDsirFn(config), beam.pvalue.AsSingleton(ratio)).with_outputs(
             schema.ERRORS_TAG, _TALLY, main="records"
         )
@@ -696,13 +751,14 @@ class ScoreDsir(beam.PTransform):
             scored[_TALLY]
             | "SumTallies" >> beam.CombineGlobally(_sum_tallies)
             | "Stats" >> beam.Map(
-                _stats, raw=beam.pvalue.AsSingleton(raw), target=beam.pvalue.AsSingleton(target), config=config
+                _stats, raw=beam.pvalue.AsSingleton(raw), targets=beam.pvalue.AsSingleton(targets), config=config
             )
         )
         return {
             "records": scored["records"],
             "stats": stats,
             "errors": scored[schema.ERRORS_TAG],
-            "target_counts": target | "TargetCounts" >> beam.Map(_counts_of_totals),
+            "target_counts": targets | "TargetCounts" >> beam.Map(_target_counts, config.separate_targets),
             "raw_counts": raw | "RawCounts" >> beam.Map(_counts_of_totals),
+            "target_shares": targets | "TargetShares" >> beam.Map(_shares_of_totals, config),
         }

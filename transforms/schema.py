@@ -20,6 +20,8 @@ DROP_REASON, SELECTED = "drop_reason", "selected"
 ERRORS_TAG = "errors"
 
 DSIR_LOG_WEIGHT = "dsir_log_weight"
+DSIR_TARGET_LOG_WEIGHTS = "dsir_target_log_weights"  # with several separate targets: one weight per target
+DSIR_TARGET = "dsir_target"  # with separate targets: the target (0-based, in --target order) that selected the record
 ZIPFIT_ALIGNMENT = "zipfit_alignment"
 CLUSTER = "cluster"
 CLUSTER_DISTANCE = "cluster_distance"
@@ -29,6 +31,8 @@ EMBEDDING = "__winnow_embedding"
 
 SCORE_COLUMNS = {
     DSIR_LOG_WEIGHT: pa.float64(),
+    DSIR_TARGET_LOG_WEIGHTS: pa.list_(pa.float64()),
+    DSIR_TARGET: pa.int32(),
     ZIPFIT_ALIGNMENT: pa.float64(),
     CLUSTER: pa.int32(),
     CLUSTER_DISTANCE: pa.float32(),

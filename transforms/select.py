@@ -20,6 +20,9 @@ float), ``N_PASSES`` passes of ``DIGIT_BITS`` bits each:
 
 Step 3 is the only gather: its size is the number of keys equal to the boundary in their top 48
 bits, a handful unless the keys themselves are massively tied.
+
+``SelectInRounds`` chains such selections: round t takes its share of N, by its own key, from the
+records no earlier round took (DSIR's ``separate_targets``: one round per target dataset).
 """
 
 import dataclasses
@@ -36,6 +39,7 @@ from transforms import schema
 NAMESPACE = "winnow.select"
 KEY = "__winnow_key"
 GROUP = "__winnow_group"
+ROUND_KEYS = "__winnow_round_keys"  # SelectInRounds: the (T,) keys of an eligible record, one per round
 DIGIT_BITS = 16
 N_PASSES = 3
 _SIGN = np.uint64(1 << 63)
@@ -56,6 +60,11 @@ def uniform_from_id(doc_id: str, seed: int) -> float:
 def hash_uniform(ids: list[str], seed: int) -> np.ndarray:
     """(len(ids),) float64: ``uniform_from_id`` of each id."""
     return np.fromiter((uniform_from_id(doc_id, seed) for doc_id in ids), dtype=np.float64, count=len(ids))
+
+
+def round_seed(seed: int, round_index: int) -> int | str:
+    """The seed of round ``t``'s random keys: ``seed`` for round 0, else ``f"{seed}/{t}"`` (independent noise)."""
+    return seed if round_index == 0 else f"{seed}/{round_index}"
 
 
 def gumbel_from_id(doc_id: str, seed: int) -> float:
@@ -128,6 +137,36 @@ class TotalQuota:
 
     def __call__(self, counts: dict[int, int]) -> dict[int, int]:
         return {group: self.total(count) for group, count in counts.items()}
+
+
+def split_quota(n: int, shares) -> list[int]:
+    """``n`` split by ``shares`` (normalised to sum 1): ``floor(n * share_t)``, the remainder to the last.
+
+    The reference DSIR's split of the selection over target datasets (``separate_targets``).
+    """
+    shares = np.asarray(shares, dtype=np.float64)
+    shares = shares / shares.sum()
+    quotas = [int(n * share) for share in shares]
+    quotas[-1] += n - sum(quotas)
+    return quotas
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundQuota:
+    """Quota of round ``round_index`` of ``SelectInRounds`` (a single group, group 0).
+
+    Called as ``quota_fn(counts, (pool, shares))``: ``split_quota(total.total(pool), shares)[t]``,
+    ``pool`` the eligible records before the first round. Earlier rounds took only their own
+    quotas and ``total.total(pool) <= pool``, so enough records always remain.
+    """
+
+    total: TotalQuota
+    round_index: int
+
+    def __call__(self, counts: dict[int, int], pool_and_shares: tuple[int, list[float]]) -> dict[int, int]:
+        pool, shares = pool_and_shares
+        quota = split_quota(self.total.total(pool), shares)[self.round_index]
+        return {group: min(quota, count) for group, count in counts.items()}
 
 
 def initial_states(counts: dict[int, int], quotas: dict[int, int]) -> dict[int, tuple]:
@@ -332,3 +371,86 @@ class SelectTop(beam.PTransform):
         decided = records | "Decide" >> beam.ParDo(_DecideFn(), beam.pvalue.AsSingleton(boundaries))
         stats = counts | "Stats" >> beam.Map(lambda pool, quota: {"pool": pool, "quota": quota}, beam.pvalue.AsSingleton(quotas))
         return {"records": decided, "stats": stats}
+
+
+def _round_keyed(record: dict, round_index: int) -> dict:
+    """An eligible record ready for round ``t``: ``KEY`` = its t-th round key, group 0."""
+    if not schema.is_eligible(record):
+        return record
+    return {**record, KEY: record[ROUND_KEYS][round_index], GROUP: 0}
+
+
+def _is_reopened(record: dict, _n_partitions: int) -> int:
+    """Partition after a round: 1 back into the pool (not selected in this round), 0 decided."""
+    return int(record.get(schema.DROP_REASON) == schema.NOT_SELECTED)
+
+
+def _reopened(record: dict) -> dict:
+    return {name: value for name, value in record.items() if name not in (schema.SELECTED, schema.DROP_REASON)}
+
+
+def _finished(record: dict, round_index: int, round_column: str) -> dict:
+    """The record without its round keys; a record selected in this round gets ``round_column = t``."""
+    out = {name: value for name, value in record.items() if name != ROUND_KEYS}
+    if out[schema.SELECTED]:
+        out[round_column] = round_index
+    return out
+
+
+def _pool_and_shares(pool: int, shares: list[float]) -> tuple[int, list[float]]:
+    return pool, list(shares)
+
+
+def _rounds_stats(first: dict, *later) -> dict:
+    """``{"pool": first round's pool, "quota": summed quotas, "rounds": [each round's stats]}``."""
+    rounds = [first, *later]
+    quota = {}
+    for stats in rounds:
+        for group, size in stats["quota"].items():
+            quota[group] = quota.get(group, 0) + size
+    return {"pool": first["pool"], "quota": quota, "rounds": rounds}
+
+
+class SelectInRounds(beam.PTransform):
+    """Select ``total`` records in ``n_rounds`` rounds, round ``t`` by the t-th key, from what is left.
+
+    Input: eligible records carry ``ROUND_KEYS``, a list of ``n_rounds`` floats. Round t selects
+    ``split_quota(total.total(pool), shares)[t]`` records by (``ROUND_KEYS[t]`` desc, id asc) among
+    the eligible records no earlier round selected, ``pool`` the eligible count before round 0 —
+    the reference DSIR's ``resample`` with ``separate_targets``. Output as ``SelectTop``: every
+    record once with ``selected``, the rest of the pool dropped ``not_selected``, private fields
+    removed; a record selected in round t also gets ``round_column = t``. ``stats`` as
+    ``SelectTop``'s (pool, summed quotas) plus ``rounds``, each round's own.
+
+    Args:
+        total: the overall quota, e.g. ``TotalQuota(n=1000)``.
+        n_rounds: T >= 1.
+        shares: singleton PCollection, T non-negative shares of the total (normalised here).
+        round_column: the output column naming the round that selected a record.
+    """
+
+    def __init__(self, total: TotalQuota, n_rounds: int, shares: beam.PCollection, round_column: str):
+        super().__init__()
+        if n_rounds < 1:
+            raise ValueError(f"n_rounds={n_rounds}; expected >= 1")
+        self._total, self._n_rounds, self._shares, self._round_column = total, n_rounds, shares, round_column
+
+    def expand(self, records):
+        pool = records | "Eligible" >> beam.Filter(schema.is_eligible) | "CountPool" >> beam.combiners.Count.Globally()
+        quota_input = pool | "PoolAndShares" >> beam.Map(_pool_and_shares, beam.pvalue.AsSingleton(self._shares))
+        decided, round_stats, remaining = [], [], records
+        for t in range(self._n_rounds):
+            chosen = (
+                remaining
+                | f"Round{t}Keys" >> beam.Map(_round_keyed, t)
+                | f"Round{t}" >> SelectTop(RoundQuota(self._total, t), quota_input)
+            )
+            round_stats.append(chosen["stats"])
+            if t == self._n_rounds - 1:
+                done = chosen["records"]
+            else:
+                done, reopened = chosen["records"] | f"Round{t}Outcome" >> beam.Partition(_is_reopened, 2)
+                remaining = reopened | f"Round{t}Reopen" >> beam.Map(_reopened)
+            decided.append(done | f"Round{t}Finish" >> beam.Map(_finished, t, self._round_column))
+        stats = round_stats[0] | "RoundsStats" >> beam.Map(_rounds_stats, *[beam.pvalue.AsSingleton(s) for s in round_stats[1:]])
+        return {"records": decided | "Decided" >> beam.Flatten(), "stats": stats}
