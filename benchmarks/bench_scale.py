@@ -5,9 +5,11 @@ Lines and Parquet shards), plus one more shard of planted duplicates: ``DUPLICAT
 documents are copies of other documents, alternately exact copies and near copies (one word in
 ``NEAR_COPY_EVERY`` replaced, word 5-shingle Jaccard about 0.9). Each configuration runs
 ``winnow select --method METHOD --dedup exact,minhash`` in a fresh process. Memory is measured
-two ways. The largest single process is the ``ru_maxrss`` of the run's children, through
+three ways. The largest single process is the ``ru_maxrss`` of the run's children, through
 ``bench_pipeline``'s wrapper. The process tree is the summed RSS of the run and all its
-descendants, sampled every ``SAMPLE_S`` seconds, so short peaks can be missed.
+descendants, and the largest worker the RSS of the largest descendant of the run (the SDK
+worker processes of ``multi_processing``), both sampled every ``SAMPLE_S`` seconds, so short
+peaks can be missed.
 
 Usage: ``python benchmarks/bench_scale.py --docs 100000 300000 --out benchmarks/sections/scale.md``
 """
@@ -33,9 +35,12 @@ from examples import make_demo_corpus  # noqa: E402
 DUPLICATE_SHARE = 0.05
 NEAR_COPY_EVERY = 100
 SAMPLE_S = 0.5
+# runner mode -> (Beam flags, environment variables)
 CONFIGS = {
-    "in_memory": [],
-    "multi_processing": ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"],
+    "in_memory": ([], {}),
+    "multi_processing": (["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"], {}),
+    # glibc returns blocks over 128 KB to the OS when freed; pyarrow allocates with malloc, not mimalloc
+    "in_memory_lean_malloc": ([], {"MALLOC_MMAP_THRESHOLD_": "131072", "ARROW_DEFAULT_MEMORY_POOL": "system"}),
 }
 
 
@@ -67,24 +72,39 @@ def write_scale_corpus(directory: pathlib.Path, n_docs: int) -> tuple[int, int, 
     return n_docs, text_bytes, n_copies
 
 
-def tree_rss_mb(process: psutil.Process) -> float:
-    """Summed RSS of ``process`` and its descendants, MB; processes that exit meanwhile are skipped."""
-    total = 0
+def rss_mb(process: psutil.Process) -> tuple[float, float]:
+    """(summed RSS of ``process`` and its descendants, RSS of the largest descendant of the run), MB.
+
+    ``process`` is the measuring wrapper; its child is the run, whose descendants are the workers.
+    Processes that exit meanwhile are skipped.
+    """
+    sizes = {}
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
+            sizes[member.pid] = member.memory_info().rss / 2**20
         except psutil.NoSuchProcess:
             continue
-    return total / 2**20
+    runs = process.children()
+    workers = [sizes.get(w.pid, 0.0) for run in runs for w in _descendants(run)]
+    return sum(sizes.values()), max(workers, default=0.0)
 
 
-def run_select(command: list[str], timeout_s: float) -> tuple[float, int, float]:
-    """Run ``command`` in a fresh process; (wall s, largest process peak MB, sampled tree peak MB)."""
+def _descendants(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def run_select(command: list[str], env: dict[str, str], timeout_s: float) -> tuple[float, int, float, float]:
+    """Run ``command`` in a fresh process; (wall s, largest process peak MB, sampled tree and largest-worker peaks MB)."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", _PEAK_RSS, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watched, tree_peak = psutil.Process(process.pid), 0.0
+    process = subprocess.Popen([sys.executable, "-c", _PEAK_RSS, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, **env})
+    watched, tree_peak, worker_peak = psutil.Process(process.pid), 0.0, 0.0
     while process.poll() is None:
-        tree_peak = max(tree_peak, tree_rss_mb(watched))
+        tree, worker = rss_mb(watched)
+        tree_peak, worker_peak = max(tree_peak, tree), max(worker_peak, worker)
         if time.perf_counter() - started > timeout_s:
             process.kill()
             raise TimeoutError(f"{shlex.join(command)} ran over {timeout_s:.0f} s")
@@ -92,7 +112,7 @@ def run_select(command: list[str], timeout_s: float) -> tuple[float, int, float]
     stdout, stderr = process.communicate()
     if process.returncode:
         raise RuntimeError(f"{shlex.join(command)} failed:\n{stderr[-2000:]}")
-    return time.perf_counter() - started, int(stdout.strip()) // 1024, tree_peak
+    return time.perf_counter() - started, int(stdout.strip()) // 1024, tree_peak, worker_peak
 
 
 def section(rows: list[tuple]) -> list[str]:
@@ -106,17 +126,22 @@ def section(rows: list[tuple]) -> list[str]:
         f"`{shlex.join(['winnow', 'select', '--input', 'CORPUS/*', '--output', 'OUT', '--fraction', '0.1', '--method', 'METHOD', '--dedup', 'exact,minhash'])}` "
         "plus the runner flags (`--target TARGET/*` for dsir), in a fresh process. "
         "Largest process = `ru_maxrss` of the run's children; process tree = summed RSS of the "
-        f"run and its descendants, sampled every {SAMPLE_S} s. The duplicates dropped include the "
+        "run and its descendants; largest worker = RSS of the largest SDK worker process "
+        f"(multi_processing only), both sampled every {SAMPLE_S} s. `in_memory_lean_malloc` is "
+        "in_memory with the environment "
+        f"`{' '.join(f'{k}={v}' for k, v in CONFIGS['in_memory_lean_malloc'][1].items())}`. "
+        "The duplicates dropped include the "
         "demo text's own copies (the demo corpus holds exact and near copies, and the repeated text "
         "repeats them), so they exceed the planted ones.",
         "",
-        "| docs | text MB | planted copies | method | runner mode | wall s | docs/s | peak RSS MB, largest process | peak RSS MB, process tree | exact / near duplicates dropped | build / run s | load (1 min) at start |",
-        "|---:|---:|---:|---|---|---:|---:|---:|---:|---|---|---:|",
+        "| docs | text MB | planted copies | method | runner mode | wall s | docs/s | MB/s | peak RSS MB, largest process | peak RSS MB, process tree | peak RSS MB, largest worker | exact / near duplicates dropped | build / run s | load (1 min) at start |",
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
-    for n_docs, text_bytes, n_copies, method, config, seconds, largest, tree, dropped, timings, load in rows:
+    for n_docs, text_bytes, n_copies, method, config, seconds, largest, tree, worker, dropped, timings, load in rows:
         lines.append(
             f"| {n_docs:,} | {text_bytes / 1e6:.0f} | {n_copies:,} | {method} | {config} | {seconds:.0f} | "
-            f"{n_docs / seconds:,.0f} | {largest:,} | {tree:,.0f} | "
+            f"{n_docs / seconds:,.0f} | {text_bytes / 1e6 / seconds:.2f} | {largest:,} | {tree:,.0f} | "
+            f"{f'{worker:,.0f}' if worker else '—'} | "
             f"{dropped.get('exact_duplicate', 0):,} / {dropped.get('near_duplicate', 0):,} | "
             f"{timings['build']:.1f} / {timings['run']:.0f} | {load:.2f} |")
     return lines
@@ -149,14 +174,14 @@ def main(argv=None) -> int:
                     output = pathlib.Path(tmp) / "out"
                     command = [sys.executable, "-m", "pipelines.cli", "select", "--input", str(corpus / "*"),
                                "--output", str(output), "--fraction", "0.1", "--method", method,
-                               "--dedup", "exact,minhash", "--overwrite", *CONFIGS[config]]
+                               "--dedup", "exact,minhash", "--overwrite", *CONFIGS[config][0]]
                     if method == "dsir":
                         command += ["--target", str(target / "*")]
                     load = os.getloadavg()[0]
-                    seconds, largest_mb, tree_mb = run_select(command, args.timeout)
+                    seconds, largest_mb, tree_mb, worker_mb = run_select(command, CONFIGS[config][1], args.timeout)
                     report = json.loads((output / "report.json").read_text())
                     assert report["counts"]["input"] == n_docs, report["counts"]
-                    rows.append((n_docs, text_bytes, n_copies, method, config, seconds, largest_mb, tree_mb,
+                    rows.append((n_docs, text_bytes, n_copies, method, config, seconds, largest_mb, tree_mb, worker_mb,
                                  report["counts"]["dropped"], report["timings_s"], load))
                     print(section(rows)[-1], flush=True)
                     if args.out:  # after every run, so a long series that is stopped keeps what it measured
