@@ -180,7 +180,7 @@ def test_round_quota_splits_the_total_of_the_first_pool():
     quota = select.RoundQuota(select.TotalQuota(fraction=0.5), 1)
     # pool of 40 before round 0 -> total 20 -> [15, 5]; round 1 gets 5 whatever remains
     assert quota({0: 25}, (40, [0.75, 0.25])) == {0: 5}
-    assert select.RoundQuota(select.TotalQuota(n=20), 0)({0: 40}, (40, [0.75, 0.25])) == {0: 15}
+    assert select.RoundQuota(select.TotalQuota(n=20), 0)({0: 40}, (None, [0.75, 0.25])) == {0: 15}
 
 
 def test_round_seed_keeps_round_zero_and_separates_later_rounds():

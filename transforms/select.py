@@ -156,15 +156,18 @@ class RoundQuota:
     """Quota of round ``round_index`` of ``SelectInRounds`` (a single group, group 0).
 
     Called as ``quota_fn(counts, (pool, shares))``: ``split_quota(total.total(pool), shares)[t]``,
-    ``pool`` the eligible records before the first round. Earlier rounds took only their own
-    quotas and ``total.total(pool) <= pool``, so enough records always remain.
+    ``pool`` the eligible records before the first round (None in round 0: its own count).
+    Earlier rounds took only their own quotas and ``total.total(pool) <= pool``, so enough
+    records always remain.
     """
 
     total: TotalQuota
     round_index: int
 
-    def __call__(self, counts: dict[int, int], pool_and_shares: tuple[int, list[float]]) -> dict[int, int]:
+    def __call__(self, counts: dict[int, int], pool_and_shares: tuple[int | None, list[float]]) -> dict[int, int]:
         pool, shares = pool_and_shares
+        if pool is None:
+            pool = sum(counts.values())
         quota = split_quota(self.total.total(pool), shares)[self.round_index]
         return {group: min(quota, count) for group, count in counts.items()}
 
@@ -397,8 +400,12 @@ def _finished(record: dict, round_index: int, round_column: str) -> dict:
     return out
 
 
-def _pool_and_shares(pool: int, shares: list[float]) -> tuple[int, list[float]]:
-    return pool, list(shares)
+def _first_round_inputs(shares: list[float]) -> tuple[None, list[float]]:
+    return None, list(shares)
+
+
+def _later_round_inputs(first_round_stats: dict, shares: list[float]) -> tuple[int, list[float]]:
+    return sum(first_round_stats["pool"].values()), list(shares)
 
 
 def _rounds_stats(first: dict, *later) -> dict:
@@ -436,8 +443,7 @@ class SelectInRounds(beam.PTransform):
         self._total, self._n_rounds, self._shares, self._round_column = total, n_rounds, shares, round_column
 
     def expand(self, records):
-        pool = records | "Eligible" >> beam.Filter(schema.is_eligible) | "CountPool" >> beam.combiners.Count.Globally()
-        quota_input = pool | "PoolAndShares" >> beam.Map(_pool_and_shares, beam.pvalue.AsSingleton(self._shares))
+        quota_input = self._shares | "FirstRoundInputs" >> beam.Map(_first_round_inputs)
         decided, round_stats, remaining = [], [], records
         for t in range(self._n_rounds):
             chosen = (
@@ -446,6 +452,8 @@ class SelectInRounds(beam.PTransform):
                 | f"Round{t}" >> SelectTop(RoundQuota(self._total, t), quota_input)
             )
             round_stats.append(chosen["stats"])
+            if t == 0:  # later rounds split the total of round 0's pool
+                quota_input = chosen["stats"] | "LaterRoundInputs" >> beam.Map(_later_round_inputs, beam.pvalue.AsSingleton(self._shares))
             if t == self._n_rounds - 1:
                 done = chosen["records"]
             else:
