@@ -124,7 +124,7 @@ def section(rows: list[tuple]) -> list[str]:
         f".parquet) plus one .jsonl.zst shard of planted copies ({DUPLICATE_SHARE:.0%} of the documents: "
         f"half exact copies, half near copies with one word in {NEAR_COPY_EVERY} replaced). Each run is "
         f"`{shlex.join(['winnow', 'select', '--input', 'CORPUS/*', '--output', 'OUT', '--fraction', '0.1', '--method', 'METHOD', '--dedup', 'exact,minhash'])}` "
-        "plus the runner flags (`--target TARGET/*` for dsir), in a fresh process. "
+        "plus the runner flags (`--target TARGET/*` for dsir and combined), in a fresh process. "
         "Largest process = `ru_maxrss` of the run's children; process tree = summed RSS of the "
         "run and its descendants; largest worker = RSS of the largest SDK worker process "
         f"(multi_processing only), both sampled every {SAMPLE_S} s. `in_memory_lean_malloc` is "
@@ -150,7 +150,7 @@ def section(rows: list[tuple]) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 300_000])
-    parser.add_argument("--methods", nargs="+", default=["random"], choices=["random", "dsir"])
+    parser.add_argument("--methods", nargs="+", default=["random"], choices=["random", "dsir", "combined"])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--skip", nargs="*", default=[], metavar="CONFIG:DOCS",
                         help="runs not to make, e.g. in_memory:1000000")
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
                     command = [sys.executable, "-m", "pipelines.cli", "select", "--input", str(corpus / "*"),
                                "--output", str(output), "--fraction", "0.1", "--method", method,
                                "--dedup", "exact,minhash", "--overwrite", *CONFIGS[config][0]]
-                    if method == "dsir":
+                    if method in ("dsir", "combined"):
                         command += ["--target", str(target / "*")]
                     load = os.getloadavg()[0]
                     seconds, largest_mb, tree_mb, worker_mb = run_select(command, CONFIGS[config][1], args.timeout)

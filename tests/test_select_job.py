@@ -130,7 +130,9 @@ def test_refuses_to_mix_runs_without_overwrite(random_run, capsys):
          "--dsir-separate-targets selects per target with --method dsir"),
         (["--input", "a.jsonl", "--output", "/tmp/x", "--target", "t.jsonl", "--method", "dsir", "--dsir-separate-targets",
           "--dsir-target-proportions", "1,2"], "has 2 shares for 1 --target"),
-        (["--input", "a.jsonl", "--output", "/tmp/x", "--dsir-target-proportions", "1,-2"], "expected finite numbers >= 0"),
+        (["--input", "a.jsonl", "--output", "/tmp/x", "--target", "t.jsonl", "--target", "u.jsonl", "--method", "dsir",
+          "--dsir-separate-targets", "--dsir-target-proportions", "1,-2"], "target_proportions=(1.0, -2.0); expected finite shares >= 0"),
+        (["--input", "a.jsonl", "--output", "/tmp/x", "--dsir-target-proportions", "1,x"], "expected comma-separated numbers"),
     ],
 )
 def test_cli_errors_are_one_clear_line(argv, message, capsys):
