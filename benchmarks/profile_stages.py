@@ -39,11 +39,17 @@ class StageRecorder:
         self.rows: list[tuple[str, float, float, float]] = []
         self._process = psutil.Process()
         self._peak = 0.0
+        self._lock = threading.Lock()  # the sampler and the bundle start both write _peak
         self._stop = threading.Event()
+
+    def _rss_mb(self) -> float:
+        return self._process.memory_info().rss / 2**20
 
     def _sample(self):
         while not self._stop.is_set():
-            self._peak = max(self._peak, self._process.memory_info().rss / 2**20)
+            rss = self._rss_mb()
+            with self._lock:
+                self._peak = max(self._peak, rss)
             time.sleep(SAMPLE_S)
 
     def __enter__(self):
@@ -52,11 +58,14 @@ class StageRecorder:
 
         def execute(runner, context, bundle_manager, bundle_input):
             name = stage_name(bundle_manager.stage)
-            recorder._peak = self._process.memory_info().rss / 2**20
+            with recorder._lock:
+                recorder._peak = recorder._rss_mb()
             started = time.perf_counter()
             result = original(runner, context, bundle_manager, bundle_input)
-            rss = recorder._process.memory_info().rss / 2**20
-            recorder.rows.append((name, time.perf_counter() - started, rss, max(recorder._peak, rss)))
+            rss = recorder._rss_mb()
+            with recorder._lock:
+                peak = max(recorder._peak, rss)
+            recorder.rows.append((name, time.perf_counter() - started, rss, peak))
             return result
 
         self._original = original

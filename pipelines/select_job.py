@@ -147,6 +147,8 @@ class SelectJob:
             raise options.UsageError(f"give --num-select ({args.num_select}) or --fraction ({args.fraction}), not both")
         if args.method in TARGET_METHODS and not args.target:
             raise options.UsageError(f"--method {args.method} needs --target (a sample of the data you want more of)")
+        if args.dsir_target_proportions is not None and not args.dsir_separate_targets:
+            raise options.UsageError("--dsir-target-proportions needs --dsir-separate-targets (each --target its own target dataset)")
         if args.dsir_separate_targets and args.method != "dsir":
             raise options.UsageError(f"--dsir-separate-targets selects per target with --method dsir, not --method {args.method}")
         if args.dsir_target_proportions is not None and len(args.dsir_target_proportions) != len(args.target or ()):

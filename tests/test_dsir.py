@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from examples.make_demo_corpus import build
 from transforms import dsir, schema
+from transforms.select import split_quota
 from transforms.dsir import (
     BUDGET_BINS,
     CountNgrams,
@@ -155,6 +156,15 @@ def test_target_shares_follow_the_proportions_else_the_ngram_counts():
     assert target_shares([30, 10]) == [0.75, 0.25]
     assert target_shares([30, 10], (1, 3)) == [0.25, 0.75]
     assert target_shares([0, 0]) == [0.5, 0.5]
+
+
+def test_per_target_quotas_equal_the_reference_split():
+    """The reference normalises the proportions once, then floors n * p: here 1140 * p_0 =
+    455.99999999999994, so 455; normalising the shares a second time gave 456."""
+    proportions = (1.4, 0.5, 1.5, 0.1)
+    reference = [int(1140 * p) for p in np.asarray(proportions) / np.sum(proportions)]
+    reference[-1] += 1140 - sum(reference)
+    assert split_quota(1140, target_shares([0] * 4, proportions)) == reference == [455, 162, 488, 35]
 
 
 def test_budget_cutoff_keeps_the_most_slices_within_the_budget_and_at_least_one():

@@ -5,6 +5,7 @@ import random
 import apache_beam as beam
 import numpy as np
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -171,9 +172,9 @@ def test_radix_select_core_matches_sorting(keys, quota):
 
 
 def test_split_quota_gives_the_remainder_to_the_last_share():
-    assert select.split_quota(10, [1, 1, 1]) == [3, 3, 4]
-    assert select.split_quota(10, [3, 1]) == [7, 3]
-    assert select.split_quota(5, [0, 2]) == [0, 5]
+    assert select.split_quota(10, [1 / 3, 1 / 3, 1 / 3]) == [3, 3, 4]
+    assert select.split_quota(10, [0.75, 0.25]) == [7, 3]
+    assert select.split_quota(5, [0.0, 1.0]) == [0, 5]
 
 
 def test_round_quota_splits_the_total_of_the_first_pool():
@@ -214,7 +215,7 @@ def test_select_in_rounds_equals_sequential_brute_force():
     n_eligible = sum(schema.is_eligible(r) for r in records)
     expected = _rounds_brute_force(records, select.split_quota(100, [0.5, 0.3, 0.2]))
     with local_pipeline() as pipeline:
-        shares = pipeline | "Shares" >> beam.Create([[5.0, 3.0, 2.0]])
+        shares = pipeline | "Shares" >> beam.Create([[0.5, 0.3, 0.2]])
         out = pipeline | beam.Create(records) | select.SelectInRounds(select.TotalQuota(n=100), 3, shares, "round")
         outcome = out["records"] | beam.Map(lambda r: (r["id"], r["selected"], r.get("round"), r.get(schema.DROP_REASON), sorted(r)))
         fields = sorted(["id", "text", schema.SELECTED])
@@ -236,3 +237,26 @@ def test_select_in_rounds_equals_sequential_brute_force():
             ]}]),
             label="stats",
         )
+
+
+def _counters(result) -> dict[str, int]:
+    """winnow.select counters summed over the steps (every round's Decide counts)."""
+    totals = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(select.NAMESPACE))["counters"]:
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
+    return totals
+
+
+@pytest.mark.parametrize("total, selected", [(select.TotalQuota(fraction=0.5), 4), (select.TotalQuota(n=20), 8)])
+def test_select_in_rounds_counts_each_record_once_and_caps_at_the_pool(total, selected):
+    """8 eligible records and 2 dropped ones, 3 rounds: half of them, or all when N > pool."""
+    records = [{"id": f"r{i}", "text": "x", select.ROUND_KEYS: [i, -i, i % 3]} for i in range(8)]
+    records += [{"id": f"d{i}", "text": "x", schema.DROP_REASON: schema.TOO_SHORT} for i in range(2)]
+    pipeline = local_pipeline()
+    shares = pipeline | "Shares" >> beam.Create([[0.25, 0.25, 0.5]])
+    out = pipeline | beam.Create(records) | select.SelectInRounds(total, 3, shares, "round")
+    assert_that(out["records"] | beam.Filter(lambda r: r["selected"]) | beam.combiners.Count.Globally(), equal_to([selected]))
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = _counters(result)
+    assert (counters.get("selected", 0), counters.get(schema.NOT_SELECTED, 0)) == (selected, 8 - selected)

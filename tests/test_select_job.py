@@ -133,6 +133,8 @@ def test_refuses_to_mix_runs_without_overwrite(random_run, capsys):
         (["--input", "a.jsonl", "--output", "/tmp/x", "--target", "t.jsonl", "--target", "u.jsonl", "--method", "dsir",
           "--dsir-separate-targets", "--dsir-target-proportions", "1,-2"], "target_proportions=(1.0, -2.0); expected finite shares >= 0"),
         (["--input", "a.jsonl", "--output", "/tmp/x", "--dsir-target-proportions", "1,x"], "expected comma-separated numbers"),
+        (["--input", "a.jsonl", "--output", "/tmp/x", "--target", "t.jsonl", "--method", "dsir", "--dsir-target-proportions", "1"],
+         "--dsir-target-proportions needs --dsir-separate-targets"),
     ],
 )
 def test_cli_errors_are_one_clear_line(argv, message, capsys):
@@ -317,6 +319,19 @@ def test_separate_targets_select_as_the_reference_package(tmp_path):
     chosen = [{r["id"] for r in scores if r["dsir_target"] == t} for t in range(2)]
     assert chosen == ref_rounds
     assert {r["id"] for r in scores if r["selected"]} == ref_selected
+    selected = _table(output / "selected").to_pylist()
+    assert {(r["id"], r["dsir_target"]) for r in selected} == {(i, t) for t, ids in enumerate(ref_rounds) for i in ids}
+
+
+def test_each_separate_target_must_hold_a_valid_record(demo_corpus, tmp_path, capsys):
+    demo_dir, _ = demo_corpus
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"id": "x", "text": ""}\n')
+    assert _run(
+        "--input", str(demo_dir / "raw" / "*"), "--target", str(demo_dir / "target" / "*"), "--target", str(empty),
+        "--output", str(tmp_path / "out"), "--method", "dsir", "--dsir-separate-targets",
+    ) == 2
+    assert f"--target {empty}: no valid record" in capsys.readouterr().err
 
 
 def test_one_separate_target_selects_as_the_pooled_target(demo_corpus, tmp_path):

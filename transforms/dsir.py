@@ -711,6 +711,8 @@ class ScoreDsir(beam.PTransform):
         if not isinstance(config, DsirConfig):
             raise TypeError(f"config={config!r}; expected a DsirConfig")
         self._targets = list(target) if isinstance(target, (list, tuple)) else [target]
+        if not self._targets:
+            raise ValueError("target=[]; expected a target PCollection, or a list of one or more")
         if config.target_proportions is not None and len(config.target_proportions) != len(self._targets):
             raise ValueError(f"target_proportions={config.target_proportions}; expected one share per target ({len(self._targets)})")
         self._config = config

@@ -139,13 +139,13 @@ class TotalQuota:
         return {group: self.total(count) for group, count in counts.items()}
 
 
-def split_quota(n: int, shares) -> list[int]:
-    """``n`` split by ``shares`` (normalised to sum 1): ``floor(n * share_t)``, the remainder to the last.
+def split_quota(n: int, shares: list[float]) -> list[int]:
+    """``n`` split by ``shares`` (summing to 1): ``floor(n * share_t)``, the remainder to the last.
 
     The reference DSIR's split of the selection over target datasets (``separate_targets``).
+    The shares are used as given: normalising them again could move an exact ``n * share``
+    just below an integer and so change the floor.
     """
-    shares = np.asarray(shares, dtype=np.float64)
-    shares = shares / shares.sum()
     quotas = [int(n * share) for share in shares]
     quotas[-1] += n - sum(quotas)
     return quotas
@@ -300,7 +300,13 @@ def _resolve_all(states: dict, ties: dict) -> dict:
 
 
 class _DecideFn(beam.DoFn):
-    """Mark each record selected, or drop it as ``not_selected``; strip the private key fields."""
+    """Mark each record selected, or drop it as ``not_selected``; strip the private key fields.
+
+    Counts ``not_selected`` only when ``final`` (no later round can still select the record).
+    """
+
+    def __init__(self, final: bool):
+        self._final = final
 
     def setup(self):
         self._selected = Metrics.counter(NAMESPACE, "selected")
@@ -317,7 +323,8 @@ class _DecideFn(beam.DoFn):
             self._selected.inc()
             yield {**record, schema.SELECTED: True}
         else:
-            self._not_selected.inc()
+            if self._final:
+                self._not_selected.inc()
             yield {**schema.drop(record, schema.NOT_SELECTED), schema.SELECTED: False}
 
 
@@ -337,12 +344,15 @@ class SelectTop(beam.PTransform):
             ``TotalQuota(n=1000)``; with ``quota_input``, called as ``quota_fn(counts, value)``.
         quota_input: optional singleton PCollection whose value the quotas also depend on (e.g.
             per-cluster statistics).
+        final: False for a round of ``SelectInRounds`` that a later round follows; the records
+            it drops are then not counted ``not_selected`` (the later round may select them).
     """
 
-    def __init__(self, quota_fn, quota_input: beam.PCollection | None = None):
+    def __init__(self, quota_fn, quota_input: beam.PCollection | None = None, final: bool = True):
         super().__init__()
         self._quota_fn = quota_fn
         self._quota_input = quota_input
+        self._final = final
 
     def expand(self, records):
         # (group, key, id) triples in numpy batches: every pass below is vectorized per batch.
@@ -371,7 +381,7 @@ class SelectTop(beam.PTransform):
             | "TiesToList" >> beam.MapTuple(lambda group, pairs: (group, list(pairs)))
         )
         boundaries = states | "Resolve" >> beam.Map(_resolve_all, beam.pvalue.AsDict(ties))
-        decided = records | "Decide" >> beam.ParDo(_DecideFn(), beam.pvalue.AsSingleton(boundaries))
+        decided = records | "Decide" >> beam.ParDo(_DecideFn(self._final), beam.pvalue.AsSingleton(boundaries))
         stats = counts | "Stats" >> beam.Map(lambda pool, quota: {"pool": pool, "quota": quota}, beam.pvalue.AsSingleton(quotas))
         return {"records": decided, "stats": stats}
 
@@ -432,7 +442,7 @@ class SelectInRounds(beam.PTransform):
     Args:
         total: the overall quota, e.g. ``TotalQuota(n=1000)``.
         n_rounds: T >= 1.
-        shares: singleton PCollection, T non-negative shares of the total (normalised here).
+        shares: singleton PCollection, T non-negative shares of the total, summing to 1.
         round_column: the output column naming the round that selected a record.
     """
 
@@ -449,10 +459,10 @@ class SelectInRounds(beam.PTransform):
             chosen = (
                 remaining
                 | f"Round{t}Keys" >> beam.Map(_round_keyed, t)
-                | f"Round{t}" >> SelectTop(RoundQuota(self._total, t), quota_input)
+                | f"Round{t}" >> SelectTop(RoundQuota(self._total, t), quota_input, final=t == self._n_rounds - 1)
             )
             round_stats.append(chosen["stats"])
-            if t == 0:  # later rounds split the total of round 0's pool
+            if t == 0 and self._n_rounds > 1:  # later rounds split the total of round 0's pool
                 quota_input = chosen["stats"] | "LaterRoundInputs" >> beam.Map(_later_round_inputs, beam.pvalue.AsSingleton(self._shares))
             if t == self._n_rounds - 1:
                 done = chosen["records"]
