@@ -6,7 +6,7 @@ Usage: ``python benchmarks/assemble_results.py``
 import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
-ORDER = ("pipeline", "scale", "references", "dsir", "zipfit", "dedup", "kmeans", "vendi", "combined")
+ORDER = ("pipeline", "scale", "stages", "references", "dsir", "zipfit", "dedup", "kmeans", "vendi", "combined")
 
 
 def main() -> None:
