@@ -197,6 +197,11 @@ class SelectJob:
     def selects_per_target(self) -> bool:
         return self.dsir.separate_targets
 
+    @property
+    def target_sets(self) -> list[list[str]]:
+        """The target datasets' globs: one per ``--target`` with ``--dsir-separate-targets``, else all of them as one."""
+        return [[glob] for glob in self.targets] if self.selects_per_target else [list(self.targets)]
+
 
 def _unit(value: float, flag: str) -> float:
     if not 0.0 <= value <= 1.0:
@@ -367,12 +372,10 @@ def _dsir_metrics(selected_counts, target_counts, raw_counts, baseline_counts) -
 
 
 def _read_targets(pipeline: beam.Pipeline, job: SelectJob, stages: _Stages) -> list[beam.PCollection]:
-    """The target records: one PCollection per ``--target`` with ``--dsir-separate-targets``, else one for all."""
-    if not job.selects_per_target:
-        return [stages.apply(pipeline, "read_target", "ReadTarget", io.ReadDocuments(job.targets, job.read, io.TARGET_ROLE))["records"]]
+    """The target records, one PCollection per target dataset (``SelectJob.target_sets``)."""
     return [
-        stages.apply(pipeline, "read_target", f"ReadTarget{t}", io.ReadDocuments([glob], job.read, io.TARGET_ROLE))["records"]
-        for t, glob in enumerate(job.targets)
+        stages.apply(pipeline, "read_target", f"ReadTarget{t if job.selects_per_target else ''}", io.ReadDocuments(globs, job.read, io.TARGET_ROLE))["records"]
+        for t, globs in enumerate(job.target_sets)
     ]
 
 
@@ -472,7 +475,7 @@ def check_target(job: SelectJob) -> None:
     """Raises UsageError when a target method's target (each one, with separate targets) holds no valid record."""
     if not job.uses_target:
         return
-    for globs in [[glob] for glob in job.targets] if job.selects_per_target else [list(job.targets)]:
+    for globs in job.target_sets:
         if not io.has_valid_record(globs, job.read):
             raise options.UsageError(f"--target {' '.join(globs)}: no valid record (--method {job.method} needs a non-empty target)")
 
