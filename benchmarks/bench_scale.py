@@ -75,25 +75,18 @@ def write_scale_corpus(directory: pathlib.Path, n_docs: int) -> tuple[int, int, 
 def rss_mb(process: psutil.Process) -> tuple[float, float]:
     """(summed RSS of ``process`` and its descendants, RSS of the largest descendant of the run), MB.
 
-    ``process`` is the measuring wrapper; its child is the run, whose descendants are the workers.
-    Processes that exit meanwhile are skipped.
+    ``process`` is the measuring wrapper; its children are the run, whose descendants are the
+    workers. Processes that exit meanwhile are skipped.
     """
+    runs = {child.pid for child in process.children()}
     sizes = {}
     for member in [process, *process.children(recursive=True)]:
         try:
             sizes[member.pid] = member.memory_info().rss / 2**20
         except psutil.NoSuchProcess:
             continue
-    runs = process.children()
-    workers = [sizes.get(w.pid, 0.0) for run in runs for w in _descendants(run)]
+    workers = [size for pid, size in sizes.items() if pid != process.pid and pid not in runs]
     return sum(sizes.values()), max(workers, default=0.0)
-
-
-def _descendants(process: psutil.Process) -> list[psutil.Process]:
-    try:
-        return process.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
 
 
 def run_select(command: list[str], env: dict[str, str], timeout_s: float) -> tuple[float, int, float, float]:

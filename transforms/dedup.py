@@ -398,9 +398,10 @@ class _SignatureFn(beam.DoFn):
         sigs = minhash_signatures([r[schema.TEXT] for r in valid], self._config, self._params)
         keys = band_keys(sigs, self._bands, self._rows)
         self._signed.inc(len(valid))
-        for record, sig, doc_keys in zip(valid, sigs, keys):
+        little_endian = sigs.astype("<u4", copy=False)  # once per batch, not per document
+        for record, sig, doc_keys in zip(valid, little_endian, keys):
             doc_id = record[schema.ID]
-            yield doc_id, sig.astype("<u4", copy=False).tobytes()
+            yield doc_id, sig.tobytes()
             yield beam.pvalue.TaggedOutput(_RECORDS, (doc_id, record))
             for key in doc_keys:
                 yield beam.pvalue.TaggedOutput(_BUCKETS, (key, doc_id))
