@@ -5,6 +5,7 @@ line, ``winnow <command>: error: ...``, with exit code 2 (a bad flag or input, f
 job runs) or 1 (the job failed) — not as a traceback. ``WINNOW_DEBUG=1`` shows the traceback too.
 """
 
+import faulthandler
 import logging
 import os
 import sys
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     debug = bool(os.environ.get("WINNOW_DEBUG"))
     configure_logging(debug)
+    if not faulthandler.is_enabled():  # a crash in native code prints every thread's Python stack
+        faulthandler.enable()
     from pipelines import dedup_job, options, runner, select_job, vendi_job
     from transforms import io
 

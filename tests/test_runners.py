@@ -8,10 +8,10 @@ same ids, with the same counts, on:
 - the ``FnApiRunner`` with ``--direct_running_mode multi_processing --direct_num_workers 2``
   (SDK workers in subprocesses: every function is pickled and shipped, as on a cluster),
 - the ``PortableRunner``: the pipeline is serialized to a Beam Runner API proto and submitted over
-  gRPC to a job service on localhost (``apache_beam.runners.portability.local_job_service_main``,
-  started here as a subprocess and stopped afterwards); ``--environment_type LOOPBACK`` runs the
-  SDK harness in the submitting process. This is the submission path Flink and Spark job servers
-  use; only the engine behind the job service differs.
+  gRPC to a job service on localhost (``python -m pipelines.job_service``: Beam's local job
+  service with timed data flushes off, started here as a subprocess and stopped afterwards);
+  ``--environment_type LOOPBACK`` runs the SDK harness in the submitting process. This is the
+  submission path Flink and Spark job servers use; only the engine behind the job service differs.
 
 Not tested here, because they cannot run offline: the Flink and Spark job servers are Java jars
 Beam downloads on first use, and the Prism runner is a Go binary Beam downloads on first use.
@@ -24,12 +24,16 @@ import pathlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.runners.portability.fn_api_runner import worker_handlers
+from apache_beam.runners.worker import data_plane
 
-from pipelines import cli
+from pipelines import cli, runner
+from pipelines import job_service as job_service_main
 
 N_SELECT = 40
 JOB_TIMEOUT_S = 300
@@ -63,8 +67,7 @@ def job_service(tmp_path_factory):
     port_file, log = directory / "port", directory / "log"
     with log.open("w") as log_stream:
         process = subprocess.Popen(
-            [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-             "--port", "0", "--port_file", str(port_file)],
+            [sys.executable, "-m", "pipelines.job_service", "--port", "0", "--port_file", str(port_file)],
             stdout=log_stream, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
@@ -142,3 +145,53 @@ def test_portable_runner_on_a_local_job_service_selects_the_same_ids(runs, job_s
     assert _result(runs, "portable") == _result(runs, "in_memory")
     # The job really went through the job service, not a local fallback.
     assert "with state DONE" in log.read_text()
+
+
+def test_beams_timed_flush_drops_bytes_written_while_it_flushes():
+    """Why winnow turns timed flushes off (``runner.flush_local_data_by_size_only``).
+
+    The flush hands the buffer on, then empties it; a write by another thread in between is lost.
+    The interleaving is forced: the flush callback itself has a second thread write and waits for it.
+    If a Beam upgrade makes this test fail, the workaround can go.
+    """
+    delivered, flushed_once = [], threading.Event()
+
+    def on_flush(data: bytes) -> None:
+        delivered.append(bytes(data))
+        if not flushed_once.is_set():
+            writer = threading.Thread(target=stream.write, args=(b"|late",))
+            writer.start()
+            writer.join()
+            flushed_once.set()
+
+    stream = data_plane.TimeBasedBufferingClosableOutputStream(on_flush, on_flush, time_flush_threshold_ms=10)
+    stream.write(b"early")
+    assert flushed_once.wait(timeout=60), "the timed flush never ran"
+    stream.close()
+    # Written, and not delivered by the flush, nor by any later flush, nor by close().
+    assert b"|late" not in b"".join(delivered)
+
+
+@pytest.mark.parametrize("flags", [[], *PARALLEL_FLAGS.values()])
+def test_local_runner_data_streams_flush_by_size_only(flags):
+    """A pipeline on winnow's local runner gets gRPC data streams flushed by size only (no timer thread).
+
+    The runner's data service and its in-process workers create their streams with this time limit.
+    """
+    runner.make_pipeline(flags)
+    stream = data_plane.ClosableOutputStream.create(None, None, worker_handlers.DATA_BUFFER_TIME_LIMIT_MS)
+    assert isinstance(stream, data_plane.SizeBasedBufferingClosableOutputStream)
+    assert not isinstance(stream, data_plane.TimeBasedBufferingClosableOutputStream)
+
+
+def test_job_service_refuses_flags_that_would_start_beams_own_service(capsys):
+    assert job_service_main.main(["--port", "0", "--background"]) == 2
+    assert "--background not supported" in capsys.readouterr().err
+
+
+def test_timed_flush_experiment_is_refused_before_any_output(demo_corpus, tmp_path, capsys):
+    demo_dir, _ = demo_corpus
+    argv = [*_select_argv(demo_dir, tmp_path / "out"), "--experiments", "data_buffer_time_limit_ms=1000"]
+    assert cli.main(argv) == 2
+    assert "--experiments data_buffer_time_limit_ms: Beam 2.77's timed data flushes lose records" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
