@@ -56,8 +56,8 @@ def _mark_kept(record: dict) -> dict:
     return {**record, schema.SELECTED: schema.is_eligible(record)}
 
 
-def build(pipeline: beam.Pipeline, job: DedupJob, selected_schema) -> None:
-    read = pipeline | "ReadInputs" >> io.ReadDocuments(job.inputs, job.read, unique_ids=True)
+def build(pipeline: beam.Pipeline, job: DedupJob, selected_schema, input_files: list[tuple[str, int]]) -> None:
+    read = pipeline | "ReadInputs" >> io.ReadDocuments(job.inputs, job.read, unique_ids=True, files=input_files)
     exact = read["records"] | "DedupExact" >> dedup.DedupExact()
     near = exact["records"] | "DedupNearMinHash" >> dedup.DedupNearMinHash(job.minhash)
     decided = near["records"] | "MarkKept" >> beam.Map(_mark_kept)
@@ -71,7 +71,8 @@ def main(argv: list[str]) -> int:
     """Run ``winnow dedup``; returns the exit code. Raises UsageError, InputError, JobFailed."""
     args, beam_flags = options.parse(dedup_parser(), argv)
     job = DedupJob.from_args(args)
-    selected_schema = io.selected_schema(io.probe_extra_fields(list(job.inputs), job.read))
-    runner.execute("dedup", argv, job.output, job.overwrite, beam_flags, lambda pipeline: build(pipeline, job, selected_schema),
+    input_files = io.match_inputs(job.inputs)  # listed once, for the schema probe and the read
+    selected_schema = io.selected_schema(io.probe_extra_fields(input_files, job.read))
+    runner.execute("dedup", argv, job.output, job.overwrite, beam_flags, lambda pipeline: build(pipeline, job, selected_schema, input_files),
                    dataclasses.asdict(job), lambda stats: [])
     return 0

@@ -371,20 +371,22 @@ def _dsir_metrics(selected_counts, target_counts, raw_counts, baseline_counts) -
     }
 
 
-def _read_targets(pipeline: beam.Pipeline, job: SelectJob, stages: _Stages) -> list[beam.PCollection]:
+def _read_targets(pipeline: beam.Pipeline, job: SelectJob, stages: _Stages, target_files: list[list[tuple[str, int]]]) -> list[beam.PCollection]:
     """The target records, one PCollection per target dataset (``SelectJob.target_sets``)."""
     return [
-        stages.apply(pipeline, "read_target", f"ReadTarget{t if job.selects_per_target else ''}", io.ReadDocuments(globs, job.read, io.TARGET_ROLE))["records"]
-        for t, globs in enumerate(job.target_sets)
+        stages.apply(pipeline, "read_target", f"ReadTarget{t if job.selects_per_target else ''}",
+                     io.ReadDocuments(globs, job.read, io.TARGET_ROLE, files=files))["records"]
+        for t, (globs, files) in enumerate(zip(job.target_sets, target_files))
     ]
 
 
-def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema) -> None:
-    """Add the whole select job to ``pipeline``."""
+def build(pipeline: beam.Pipeline, job: SelectJob, selected_schema, input_files: list[tuple[str, int]],
+          target_files: list[list[tuple[str, int]]]) -> None:
+    """Add the whole select job to ``pipeline``; ``*_files`` are the inputs and target sets, listed (``io.match_inputs``)."""
     stages = _Stages()
-    read = stages.apply(pipeline, "read", "ReadInputs", io.ReadDocuments(job.inputs, job.read, unique_ids=True))
+    read = stages.apply(pipeline, "read", "ReadInputs", io.ReadDocuments(job.inputs, job.read, unique_ids=True, files=input_files))
     records = read["records"]
-    targets = _read_targets(pipeline, job, stages) if job.uses_target else []
+    targets = _read_targets(pipeline, job, stages, target_files) if job.uses_target else []
     if "exact" in job.dedup:
         records = stages.apply(records, "dedup_exact", "DedupExact", dedup.DedupExact())["records"]
     if "minhash" in job.dedup:
@@ -471,12 +473,13 @@ def _selection_metrics(job: SelectJob, decided, selected, selection_stats, score
     return metrics
 
 
-def check_target(job: SelectJob) -> None:
-    """Raises UsageError when a target method's target (each one, with separate targets) holds no valid record."""
-    if not job.uses_target:
-        return
-    for globs in job.target_sets:
-        if not io.has_valid_record(globs, job.read):
+def check_target(job: SelectJob, target_files: list[list[tuple[str, int]]]) -> None:
+    """Raises UsageError when a target method's target (each one, with separate targets) holds no valid record.
+
+    ``target_files``: the files of each target set (``io.match_inputs``); empty when no target is used.
+    """
+    for globs, files in zip(job.target_sets, target_files):
+        if not io.has_valid_record(files, job.read):
             raise options.UsageError(f"--target {' '.join(globs)}: no valid record (--method {job.method} needs a non-empty target)")
 
 
@@ -484,10 +487,13 @@ def main(argv: list[str]) -> int:
     """Run ``winnow select``; returns the exit code. Raises UsageError, InputError, JobFailed."""
     args, beam_flags = options.parse(select_parser(), argv)
     job = SelectJob.from_args(args)
-    selected_schema = io.selected_schema(io.probe_extra_fields(list(job.inputs), job.read))
-    check_target(job)
+    # Each glob set is listed once, for the checks here and for the read.
+    input_files = io.match_inputs(job.inputs)
+    selected_schema = io.selected_schema(io.probe_extra_fields(input_files, job.read))
+    target_files = [io.match_inputs(globs) for globs in job.target_sets] if job.uses_target else []
+    check_target(job, target_files)
     runner.execute(
-        "select", argv, job.output, job.overwrite, beam_flags, lambda pipeline: build(pipeline, job, selected_schema),
+        "select", argv, job.output, job.overwrite, beam_flags, lambda pipeline: build(pipeline, job, selected_schema, input_files, target_files),
         dataclasses.asdict(job), lambda stats: _warnings(job, stats),
     )
     return 0

@@ -154,7 +154,7 @@ def test_parquet_without_text_column_is_a_clear_error(tmp_path):
     with pytest.raises(io.InputError, match="has no column 'text'"):
         list(io.parquet_rows(str(path), CONFIG))
     with pytest.raises(io.InputError, match="wrong.parquet: Parquet file has no column 'text'"):
-        io.probe_extra_fields([str(path)], CONFIG)  # found before the job runs
+        io.probe_extra_fields(io.match_inputs([str(path)]), CONFIG)  # found before the job runs
 
 
 def test_not_a_parquet_file_is_a_clear_error(tmp_path):
@@ -187,7 +187,7 @@ def test_read_documents_reads_every_format_and_dead_letters(tmp_path):
 def test_probe_and_conform_keep_every_field(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_bytes(_jsonl([{"id": "a", "text": "x", "n": 1, "tags": ["p", "q"], "score": 0.5}]))
-    extra = io.probe_extra_fields([str(path)], CONFIG)
+    extra = io.probe_extra_fields(io.match_inputs([str(path)]), CONFIG)
     assert extra == {"n": pa.int64(), "score": pa.float64(), "tags": pa.string()}
     arrow_schema = io.selected_schema(extra)
     row = io.conform_row({"id": "b", "text": "y", "n": "not a number", "tags": ["r"], "late": True, "score": 2, "__winnow_key": 1.0}, arrow_schema)

@@ -13,7 +13,7 @@ from data_selection import HashedNgramDSIR
 
 from examples import make_demo_corpus
 from pipelines import cli
-from transforms import dsir, schema, select
+from transforms import dsir, io, schema, select
 
 
 def _run(*argv) -> int:
@@ -173,14 +173,21 @@ def test_help_lists_every_group(capsys):
 
 
 @pytest.mark.parametrize("method, column", [("dsir", "dsir_log_weight"), ("zipfit", "zipfit_alignment")])
-def test_target_methods_prefer_the_target_domain(demo_corpus, tmp_path, method, column):
-    """Reference-manual prose is the target; both methods select mostly prose, random does not."""
+def test_target_methods_prefer_the_target_domain(demo_corpus, tmp_path, monkeypatch, method, column):
+    """Reference-manual prose is the target; both methods select mostly prose, random does not.
+
+    The input and target globs are each listed once (listing an object store takes time).
+    """
     demo_dir, _ = demo_corpus
     output = tmp_path / method
+    globs = [str(demo_dir / "raw" / "*"), str(demo_dir / "target" / "*.jsonl")]
+    listed, match = [], io.FileSystems.match
+    monkeypatch.setattr(io.FileSystems, "match", lambda patterns, *args: listed.extend(patterns) or match(patterns, *args))
     assert _run(
-        "--input", str(demo_dir / "raw" / "*"), "--target", str(demo_dir / "target" / "*.jsonl"),
+        "--input", globs[0], "--target", globs[1],
         "--output", str(output), "--num-select", "60", "--method", method, "--write-scores",
     ) == 0
+    assert sorted(pattern for pattern in listed if pattern in globs) == sorted(globs)
     selected = _table(output / "selected")
     assert selected.num_rows == 60
     assert None not in selected.column(column).to_pylist()

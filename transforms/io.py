@@ -395,17 +395,22 @@ class ReadDocuments(beam.PTransform):
     an id already read fails the job before any record or error leaves the reader, naming the id
     and two of its sources: the ``(id, source)`` pairs are counted per id (a keyed combine), and
     both outputs pass a check that has the smallest duplicate id, if any, as a side input.
+
+    ``files``: ``match_inputs(patterns)``, when the caller has listed them already (listing an
+    object store takes time); without it the patterns are listed when the pipeline is built.
     """
 
-    def __init__(self, patterns: list[str], config: ReadConfig = ReadConfig(), role: str = INPUT_ROLE, unique_ids: bool = False):
+    def __init__(self, patterns: list[str], config: ReadConfig = ReadConfig(), role: str = INPUT_ROLE, unique_ids: bool = False,
+                 files: list[tuple[str, int]] | None = None):
         super().__init__()
         self._patterns = list(patterns)
         self._config = config
         self._role = role
         self._unique_ids = unique_ids
+        self._files = None if files is None else list(files)
 
     def expand(self, pbegin):
-        files = match_inputs(self._patterns)
+        files = match_inputs(self._patterns) if self._files is None else self._files
         units = [unit for path, size in files for unit in work_units(path, size, self._config.split_bytes)]
         # Reshuffle spreads the units over workers instead of reading them where Create ran.
         results = (
@@ -429,9 +434,9 @@ class ReadDocuments(beam.PTransform):
         return {"records": records, "errors": errors}
 
 
-def has_valid_record(patterns: list[str], config: ReadConfig) -> bool:
-    """Whether the files the patterns match hold at least one valid record (reads until the first)."""
-    for path, _ in match_inputs(patterns):
+def has_valid_record(files: list[tuple[str, int]], config: ReadConfig) -> bool:
+    """Whether the files (``match_inputs``' ``(path, size)`` pairs) hold a valid record; reads until the first."""
+    for path, _ in files:
         if input_format(path) == PARQUET:
             rows = (row for _, _, group in parquet_rows(path, config) for row in group)
             if any(validate_fields(row, path, 0, config)[0] is not None for row in rows):
@@ -455,15 +460,17 @@ def _column_type(arrow_type: pa.DataType) -> pa.DataType:
     return pa.string()
 
 
-def probe_extra_fields(patterns: list[str], config: ReadConfig) -> dict[str, pa.DataType]:
+def probe_extra_fields(files: list[tuple[str, int]], config: ReadConfig) -> dict[str, pa.DataType]:
     """Types of the input fields other than id and text, from the first records of the first files.
+
+    ``files`` are ``match_inputs``' ``(path, size)`` pairs.
 
     Reads at most ``SCHEMA_PROBE_RECORDS`` valid records from each of the first
     ``SCHEMA_PROBE_FILES`` files (Parquet: the file schema). Fields first seen later in the data
     are not lost: ``conform_row`` keeps them in the ``extra_json`` column.
     """
     fields: dict[str, pa.DataType] = {}
-    for path, _ in match_inputs(patterns)[:SCHEMA_PROBE_FILES]:
+    for path, _ in files[:SCHEMA_PROBE_FILES]:
         if input_format(path) == PARQUET:
             arrow_schema = _parquet_file(path, config).schema_arrow
             found = {f.name: f.type for f in arrow_schema}
