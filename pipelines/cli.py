@@ -45,6 +45,16 @@ def configure_logging(debug: bool) -> None:
     logging.getLogger("apache_beam").setLevel(logging.WARNING if debug else logging.CRITICAL)
 
 
+def enable_crash_tracebacks() -> None:
+    """A crash in native code prints every thread's Python stack, here and in Beam's worker processes."""
+    os.environ.setdefault("PYTHONFAULTHANDLER", "1")  # subprocess SDK workers inherit the environment
+    if not faulthandler.is_enabled():
+        try:
+            faulthandler.enable()
+        except (AttributeError, ValueError):  # stderr without a file descriptor (redirected in-process)
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -52,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     debug = bool(os.environ.get("WINNOW_DEBUG"))
     configure_logging(debug)
-    if not faulthandler.is_enabled():  # a crash in native code prints every thread's Python stack
-        faulthandler.enable()
+    enable_crash_tracebacks()
     from pipelines import dedup_job, options, runner, select_job, vendi_job
     from transforms import io
 

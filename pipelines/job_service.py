@@ -3,8 +3,8 @@
     python -m pipelines.job_service --port 8099
 
 Takes the flags of ``python -m apache_beam.runners.portability.local_job_service_main`` except
-``--background`` and ``--stop``. The job service runs each submitted job on Beam's
-``FnApiRunner``, whose timed data flushes lose data (``runner.flush_local_data_by_size_only``);
+``--background``. The job service runs each submitted job on Beam's
+``FnApiRunner``, whose timed data flushes lose data (``runner.disable_timed_data_flushes``);
 this entry point turns them off before serving. Run it in the foreground, or with ``&``:
 ``--background`` would start Beam's own service in a new process, without the fix.
 """
@@ -17,16 +17,15 @@ from apache_beam.runners.portability import local_job_service_main
 
 from pipelines import runner
 
-UNSUPPORTED_FLAGS = ("--background", "--stop")
+BACKGROUND_FLAG = "--background"
 
 
 def main(argv: list[str]) -> int:
-    """Serve jobs until terminated; 2 for an unsupported flag."""
-    unsupported = [flag for flag in argv if flag in UNSUPPORTED_FLAGS]
-    if unsupported:
-        print(f"pipelines.job_service: error: {' '.join(unsupported)} not supported; run it in the foreground or with &", file=sys.stderr)
+    """Serve jobs until terminated; 2 for ``--background`` (or an abbreviation argparse would accept)."""
+    if any(len(flag) > 3 and BACKGROUND_FLAG.startswith(flag) for flag in argv):
+        print(f"pipelines.job_service: error: {BACKGROUND_FLAG} not supported; run it in the foreground or with &", file=sys.stderr)
         return 2
-    runner.flush_local_data_by_size_only()
+    runner.disable_timed_data_flushes()
     local_job_service_main.run([local_job_service_main.__file__, *argv])
     return 0
 

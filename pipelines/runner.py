@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, StandardOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner, fn_runner, worker_handlers
 
 from pipelines import report
 from pipelines.options import UsageError
@@ -37,37 +37,55 @@ class JobFailed(Exception):
 def make_pipeline(beam_flags: list[str]) -> beam.Pipeline:
     """A pipeline on the runner the flags ask for, the offline local one by default.
 
+    Turns Beam's timed data flushes off for every ``FnApiRunner`` of this process
+    (``disable_timed_data_flushes``), whatever the runner: a process-wide Beam setting.
+
     Raises:
-        UsageError: the flags turn on timed data flushes in Beam's Python workers
-            (``--experiments data_buffer_time_limit_ms=N``), which lose data as described in
-            ``flush_local_data_by_size_only``.
+        UsageError: the flags turn timed data flushes on in Beam's Python workers
+            (``--experiments data_buffer_time_limit_ms=N``); they lose data.
     """
     options = PipelineOptions(beam_flags)
     time_limit = options.view_as(DebugOptions).lookup_experiment(TIMED_FLUSH_EXPERIMENT)
     if time_limit is not None and time_limit != "0":
         raise UsageError(f"--experiments {TIMED_FLUSH_EXPERIMENT}: Beam 2.77's timed data flushes lose records; leave it unset")
-    runner = None
-    if options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
-        flush_local_data_by_size_only()
-        runner = FnApiRunner()
+    disable_timed_data_flushes()
+    runner = FnApiRunner() if options.view_as(StandardOptions).runner in LOCAL_RUNNERS else None
     return beam.Pipeline(runner=runner, options=options)
 
 
-def flush_local_data_by_size_only() -> None:
-    """Turn off the local runner's timed flushes of its gRPC data streams, which lose data (Beam 2.77).
+def disable_timed_data_flushes() -> None:
+    """Make the local runner's gRPC data streams flush by size, never from a timer (Beam 2.77 loses data).
 
-    With ``--direct_running_mode multi_threading`` or ``multi_processing`` the ``FnApiRunner``
-    moves elements between stages over gRPC data streams that also flush from a timer thread once a
-    second (``data_plane.TimeBasedBufferingClosableOutputStream``). That flush takes the buffer,
-    hands it on and then empties it without stopping the writing thread: bytes written in between
-    are dropped, and a flush while an element is being encoded cuts the element in two. Runs then
-    lose records between stages or fail to decode them (seen with ``multi_processing`` at 1M
-    documents, and rarely with ``multi_threading`` on the demo corpus). At 0 the streams flush by
-    size only, from the writing thread, between whole elements; batch jobs lose nothing by it, since
-    the runner waits for each stage's whole output. Call this before running winnow's transforms on
-    the local runner in a pipeline of your own.
+    In ``multi_threading`` and ``multi_processing`` mode, and in Beam's local job service, the
+    ``FnApiRunner`` streams each stage's input to its SDK workers over gRPC; in ``multi_threading``
+    the workers stream their outputs back the same way. A timer thread flushes these streams once a
+    second (``data_plane.TimeBasedBufferingClosableOutputStream``): the flush hands the buffer on,
+    then empties it without stopping the thread that writes, so bytes written in between are
+    dropped, and a flush during an element's encoding cuts the element in two. Runs then lose
+    records between stages or fail to decode them.
+
+    This sets the runner's time limit to 0 (no timer), and has the runner check the size of a
+    worker's input after each chunk it writes, each chunk being whole elements. Beam's own sender
+    checks only at the end, so without the timer it would send a worker's whole stage input as one
+    message, and protobuf caps a message at 2 GiB. Affects the ``FnApiRunner`` s of this process.
+    Call it before running winnow's transforms on the local runner in a pipeline of your own.
+
+    Raises:
+        RuntimeError: this Beam has neither setting (a version other than 2.77); re-check the bug.
     """
+    if not (hasattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS") and hasattr(fn_runner.BundleManager, "_send_input_to_worker")):
+        raise RuntimeError("Beam's FnApiRunner has changed: re-check winnow's workaround for its timed data flushes")
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
+    fn_runner.BundleManager._send_input_to_worker = _send_input_in_sized_messages
+
+
+def _send_input_in_sized_messages(bundle_manager, process_bundle_id: str, read_transform_id: str, byte_streams) -> None:
+    """``BundleManager._send_input_to_worker`` with a size check (a flush past ~10 MB) after each chunk."""
+    data_out = bundle_manager._worker_handler.data_conn.output_stream(process_bundle_id, read_transform_id)
+    for byte_stream in byte_streams or []:
+        data_out.write(byte_stream)
+        data_out.maybe_flush()
+    data_out.close()
 
 
 def prepare_output(output: str, overwrite: bool) -> None:

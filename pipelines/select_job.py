@@ -376,7 +376,7 @@ def _read_targets(pipeline: beam.Pipeline, job: SelectJob, stages: _Stages, targ
     return [
         stages.apply(pipeline, "read_target", f"ReadTarget{t if job.selects_per_target else ''}",
                      io.ReadDocuments(globs, job.read, io.TARGET_ROLE, files=files))["records"]
-        for t, (globs, files) in enumerate(zip(job.target_sets, target_files))
+        for t, (globs, files) in enumerate(zip(job.target_sets, target_files, strict=True))
     ]
 
 
@@ -476,9 +476,11 @@ def _selection_metrics(job: SelectJob, decided, selected, selection_stats, score
 def check_target(job: SelectJob, target_files: list[list[tuple[str, int]]]) -> None:
     """Raises UsageError when a target method's target (each one, with separate targets) holds no valid record.
 
-    ``target_files``: the files of each target set (``io.match_inputs``); empty when no target is used.
+    ``target_files``: the files of each target set (``io.match_inputs``).
     """
-    for globs, files in zip(job.target_sets, target_files):
+    if not job.uses_target:
+        return
+    for globs, files in zip(job.target_sets, target_files, strict=True):
         if not io.has_valid_record(files, job.read):
             raise options.UsageError(f"--target {' '.join(globs)}: no valid record (--method {job.method} needs a non-empty target)")
 

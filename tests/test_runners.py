@@ -26,10 +26,11 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.runners.portability.fn_api_runner import worker_handlers
+from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
 from apache_beam.runners.worker import data_plane
 
 from pipelines import cli, runner
@@ -148,45 +149,66 @@ def test_portable_runner_on_a_local_job_service_selects_the_same_ids(runs, job_s
 
 
 def test_beams_timed_flush_drops_bytes_written_while_it_flushes():
-    """Why winnow turns timed flushes off (``runner.flush_local_data_by_size_only``).
+    """Why winnow turns timed flushes off (``runner.disable_timed_data_flushes``).
 
     The flush hands the buffer on, then empties it; a write by another thread in between is lost.
     The interleaving is forced: the flush callback itself has a second thread write and waits for it.
     If a Beam upgrade makes this test fail, the workaround can go.
     """
-    delivered, flushed_once = [], threading.Event()
+    streams, late_written, flushed_once = [], threading.Event(), threading.Event()
+
+    def write_late() -> None:
+        streams[0].write(b"|late")
+        late_written.set()
 
     def on_flush(data: bytes) -> None:
         delivered.append(bytes(data))
-        if not flushed_once.is_set():
-            writer = threading.Thread(target=stream.write, args=(b"|late",))
+        if streams and not flushed_once.is_set():  # a tick before the stream is bound does nothing
+            writer = threading.Thread(target=write_late)
             writer.start()
-            writer.join()
+            writer.join(timeout=60)
             flushed_once.set()
 
-    stream = data_plane.TimeBasedBufferingClosableOutputStream(on_flush, on_flush, time_flush_threshold_ms=10)
-    stream.write(b"early")
+    delivered = []
+    streams.append(data_plane.TimeBasedBufferingClosableOutputStream(on_flush, on_flush, time_flush_threshold_ms=10))
+    streams[0].write(b"early")
     assert flushed_once.wait(timeout=60), "the timed flush never ran"
-    stream.close()
+    assert late_written.is_set(), "the write during the flush did not complete"
+    streams[0].close()
     # Written, and not delivered by the flush, nor by any later flush, nor by close().
     assert b"|late" not in b"".join(delivered)
 
 
-@pytest.mark.parametrize("flags", [[], *PARALLEL_FLAGS.values()])
-def test_local_runner_data_streams_flush_by_size_only(flags):
-    """A pipeline on winnow's local runner gets gRPC data streams flushed by size only (no timer thread).
-
-    The runner's data service and its in-process workers create their streams with this time limit.
-    """
-    runner.make_pipeline(flags)
+def test_local_runner_streams_have_no_timer(monkeypatch):
+    """Whatever the runner flags, the FnApiRunners of the process create size-flushed streams only."""
+    monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1000)  # Beam's value
+    monkeypatch.setattr(fn_runner.BundleManager, "_send_input_to_worker", fn_runner.BundleManager._send_input_to_worker)
+    runner.make_pipeline(["--runner", "directrunner"])
     stream = data_plane.ClosableOutputStream.create(None, None, worker_handlers.DATA_BUFFER_TIME_LIMIT_MS)
     assert isinstance(stream, data_plane.SizeBasedBufferingClosableOutputStream)
     assert not isinstance(stream, data_plane.TimeBasedBufferingClosableOutputStream)
 
 
+def test_local_runner_sends_a_workers_input_in_messages_of_whole_chunks(monkeypatch):
+    """Without the timer, the input still goes in ~10 MB messages (protobuf caps one at 2 GiB), split between chunks."""
+    monkeypatch.setattr(fn_runner.BundleManager, "_send_input_to_worker", fn_runner.BundleManager._send_input_to_worker)
+    runner.disable_timed_data_flushes()
+    sent = []
+    stream = data_plane.SizeBasedBufferingClosableOutputStream(sent.append, sent.append)  # Beam's 10 MB threshold
+    manager = types.SimpleNamespace(_worker_handler=types.SimpleNamespace(data_conn=types.SimpleNamespace(output_stream=lambda *_: stream)))
+    chunk_size = 1 << 20
+    chunks = [bytes([i]) * chunk_size for i in range(30)]  # each chunk: whole elements
+    fn_runner.BundleManager._send_input_to_worker(manager, "bundle_1", "read", chunks)
+    assert b"".join(sent) == b"".join(chunks)
+    sizes = [len(message) for message in sent if message]
+    assert len(sizes) >= 2 and max(sizes) <= 11 * chunk_size
+    assert all(size % chunk_size == 0 for size in sizes)  # no chunk is cut
+
+
 def test_job_service_refuses_flags_that_would_start_beams_own_service(capsys):
-    assert job_service_main.main(["--port", "0", "--background"]) == 2
-    assert "--background not supported" in capsys.readouterr().err
+    for flag in ("--background", "--backg"):
+        assert job_service_main.main(["--port", "0", flag]) == 2
+        assert "--background not supported" in capsys.readouterr().err
 
 
 def test_timed_flush_experiment_is_refused_before_any_output(demo_corpus, tmp_path, capsys):

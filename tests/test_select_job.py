@@ -182,7 +182,7 @@ def test_target_methods_prefer_the_target_domain(demo_corpus, tmp_path, monkeypa
     output = tmp_path / method
     globs = [str(demo_dir / "raw" / "*"), str(demo_dir / "target" / "*.jsonl")]
     listed, match = [], io.FileSystems.match
-    monkeypatch.setattr(io.FileSystems, "match", lambda patterns, *args: listed.extend(patterns) or match(patterns, *args))
+    monkeypatch.setattr(io.FileSystems, "match", lambda patterns, *args, **kwargs: listed.extend(patterns) or match(patterns, *args, **kwargs))
     assert _run(
         "--input", globs[0], "--target", globs[1],
         "--output", str(output), "--num-select", "60", "--method", method, "--write-scores",
