@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, StandardOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner, fn_runner, worker_handlers
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 
 from pipelines import report
 from pipelines.options import UsageError
@@ -64,28 +64,19 @@ def disable_timed_data_flushes() -> None:
     dropped, and a flush during an element's encoding cuts the element in two. Runs then lose
     records between stages or fail to decode them.
 
-    This sets the runner's time limit to 0 (no timer), and has the runner check the size of a
-    worker's input after each chunk it writes, each chunk being whole elements. Beam's own sender
-    checks only at the end, so without the timer it would send a worker's whole stage input as one
-    message, and protobuf caps a message at 2 GiB. Affects the ``FnApiRunner`` s of this process.
-    Call it before running winnow's transforms on the local runner in a pipeline of your own.
+    This sets the runner's time limit to 0: no timer thread. The runner then sends a worker its
+    share of a stage's input as one message at the end (protobuf caps a message at 2 GiB). Splitting
+    it is no way out: the runner sends the whole input before it starts the bundle, and a worker
+    queues at most 5 messages (100 MB) of a bundle not yet started, so a split input deadlocks
+    (tried: at 1M documents). Affects the ``FnApiRunner`` s of this process. Call it before running
+    winnow's transforms on the local runner in a pipeline of your own.
 
     Raises:
-        RuntimeError: this Beam has neither setting (a version other than 2.77); re-check the bug.
+        RuntimeError: this Beam has no such setting (a version other than 2.77); re-check the bug.
     """
-    if not (hasattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS") and hasattr(fn_runner.BundleManager, "_send_input_to_worker")):
+    if not hasattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS"):
         raise RuntimeError("Beam's FnApiRunner has changed: re-check winnow's workaround for its timed data flushes")
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
-    fn_runner.BundleManager._send_input_to_worker = _send_input_in_sized_messages
-
-
-def _send_input_in_sized_messages(bundle_manager, process_bundle_id: str, read_transform_id: str, byte_streams) -> None:
-    """``BundleManager._send_input_to_worker`` with a size check (a flush past ~10 MB) after each chunk."""
-    data_out = bundle_manager._worker_handler.data_conn.output_stream(process_bundle_id, read_transform_id)
-    for byte_stream in byte_streams or []:
-        data_out.write(byte_stream)
-        data_out.maybe_flush()
-    data_out.close()
 
 
 def prepare_output(output: str, overwrite: bool) -> None:

@@ -26,11 +26,10 @@ import subprocess
 import sys
 import threading
 import time
-import types
 
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
+from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker import data_plane
 
 from pipelines import cli, runner
@@ -182,27 +181,10 @@ def test_beams_timed_flush_drops_bytes_written_while_it_flushes():
 def test_local_runner_streams_have_no_timer(monkeypatch):
     """Whatever the runner flags, the FnApiRunners of the process create size-flushed streams only."""
     monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1000)  # Beam's value
-    monkeypatch.setattr(fn_runner.BundleManager, "_send_input_to_worker", fn_runner.BundleManager._send_input_to_worker)
     runner.make_pipeline(["--runner", "directrunner"])
     stream = data_plane.ClosableOutputStream.create(None, None, worker_handlers.DATA_BUFFER_TIME_LIMIT_MS)
     assert isinstance(stream, data_plane.SizeBasedBufferingClosableOutputStream)
     assert not isinstance(stream, data_plane.TimeBasedBufferingClosableOutputStream)
-
-
-def test_local_runner_sends_a_workers_input_in_messages_of_whole_chunks(monkeypatch):
-    """Without the timer, the input still goes in ~10 MB messages (protobuf caps one at 2 GiB), split between chunks."""
-    monkeypatch.setattr(fn_runner.BundleManager, "_send_input_to_worker", fn_runner.BundleManager._send_input_to_worker)
-    runner.disable_timed_data_flushes()
-    sent = []
-    stream = data_plane.SizeBasedBufferingClosableOutputStream(sent.append, sent.append)  # Beam's 10 MB threshold
-    manager = types.SimpleNamespace(_worker_handler=types.SimpleNamespace(data_conn=types.SimpleNamespace(output_stream=lambda *_: stream)))
-    chunk_size = 1 << 20
-    chunks = [bytes([i]) * chunk_size for i in range(30)]  # each chunk: whole elements
-    fn_runner.BundleManager._send_input_to_worker(manager, "bundle_1", "read", chunks)
-    assert b"".join(sent) == b"".join(chunks)
-    sizes = [len(message) for message in sent if message]
-    assert len(sizes) >= 2 and max(sizes) <= 11 * chunk_size
-    assert all(size % chunk_size == 0 for size in sizes)  # no chunk is cut
 
 
 def test_job_service_refuses_flags_that_would_start_beams_own_service(capsys):
