@@ -17,7 +17,7 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, PortableOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 
 from pipelines import report
@@ -42,15 +42,34 @@ def make_pipeline(beam_flags: list[str]) -> beam.Pipeline:
 
     Raises:
         UsageError: the flags turn timed data flushes on in Beam's Python workers
-            (``--experiments data_buffer_time_limit_ms=N``); they lose data.
+            (``--experiments data_buffer_time_limit_ms=N``, or that key in an
+            ``--environment_config`` JSON); they lose data.
     """
     options = PipelineOptions(beam_flags)
-    time_limit = options.view_as(DebugOptions).lookup_experiment(TIMED_FLUSH_EXPERIMENT)
-    if time_limit is not None and time_limit != "0":
-        raise UsageError(f"--experiments {TIMED_FLUSH_EXPERIMENT}: Beam 2.77's timed data flushes lose records; leave it unset")
+    flag = timed_flush_flag(options)
+    if flag:
+        raise UsageError(f"{flag} {TIMED_FLUSH_EXPERIMENT}: Beam 2.77's timed data flushes lose records; leave it unset")
     disable_timed_data_flushes()
     runner = FnApiRunner() if options.view_as(StandardOptions).runner in LOCAL_RUNNERS else None
     return beam.Pipeline(runner=runner, options=options)
+
+
+def timed_flush_flag(options: PipelineOptions) -> str | None:
+    """The flag that sets a nonzero ``data_buffer_time_limit_ms`` for Beam's workers, else None.
+
+    Raises:
+        UsageError: ``--environment_config`` starts like JSON but is not.
+    """
+    if options.view_as(DebugOptions).lookup_experiment(TIMED_FLUSH_EXPERIMENT) not in (None, "0"):
+        return "--experiments"
+    config = options.view_as(PortableOptions).environment_config or ""
+    if not config.lstrip().startswith("{"):
+        return None
+    try:
+        time_limit = json.loads(config).get(TIMED_FLUSH_EXPERIMENT)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--environment_config: not valid JSON ({error})") from None
+    return "--environment_config" if time_limit not in (None, 0, "0") else None
 
 
 def disable_timed_data_flushes() -> None:

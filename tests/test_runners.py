@@ -29,11 +29,13 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker import data_plane
 
 from pipelines import cli, runner
 from pipelines import job_service as job_service_main
+from pipelines.options import UsageError
 
 N_SELECT = 40
 JOB_TIMEOUT_S = 300
@@ -193,9 +195,28 @@ def test_job_service_refuses_flags_that_would_start_beams_own_service(capsys):
         assert "--background not supported" in capsys.readouterr().err
 
 
-def test_timed_flush_experiment_is_refused_before_any_output(demo_corpus, tmp_path, capsys):
+@pytest.mark.parametrize("flag, value", [
+    ("--experiments", "data_buffer_time_limit_ms=1000"),
+    ("--environment_config", '{"data_buffer_time_limit_ms": 1000}'),
+])
+def test_timed_flush_setting_is_refused_before_any_output(demo_corpus, tmp_path, capsys, flag, value):
     demo_dir, _ = demo_corpus
-    argv = [*_select_argv(demo_dir, tmp_path / "out"), "--experiments", "data_buffer_time_limit_ms=1000"]
+    argv = [*_select_argv(demo_dir, tmp_path / "out"), flag, value]
     assert cli.main(argv) == 2
-    assert "--experiments data_buffer_time_limit_ms: Beam 2.77's timed data flushes lose records" in capsys.readouterr().err
+    assert f"{flag} data_buffer_time_limit_ms: Beam 2.77's timed data flushes lose records" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags", [
+    [],
+    ["--experiments", "data_buffer_time_limit_ms=0"],
+    ["--environment_config", '{"data_buffer_time_limit_ms": 0, "state_cache_size": 100}'],
+    ["--environment_config", "localhost:50000"],
+])
+def test_flags_without_a_timed_flush_are_accepted(flags):
+    assert runner.timed_flush_flag(PipelineOptions(flags)) is None
+
+
+def test_environment_config_that_is_not_json_is_a_usage_error():
+    with pytest.raises(UsageError, match="--environment_config: not valid JSON"):
+        runner.timed_flush_flag(PipelineOptions(["--environment_config", "{data_buffer_time_limit_ms: 1000"]))
