@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from examples.make_demo_corpus import build
-from transforms import dsir, schema
+from transforms import dsir, schema, text
 from transforms.select import split_quota
 from transforms.dsir import (
     BUDGET_BINS,
@@ -214,7 +214,7 @@ def test_fast_features_have_the_reference_tokens_and_ngrams(texts):
 def test_fast_features_do_not_depend_on_chunking(monkeypatch):
     texts = ["alpha beta gamma " * 30, "x", "delta, epsilon; " * 50, ""]
     whole = NgramHasher(DsirConfig()).featurize(texts)
-    monkeypatch.setattr(dsir, "CHUNK_CODE_POINTS", 64)  # every long text is its own over-long chunk
+    monkeypatch.setattr(text, "CHUNK_CODE_POINTS", 64)  # every long text is its own over-long chunk
     chunked = NgramHasher(DsirConfig()).featurize(texts)
     for i in range(len(texts)):
         assert sorted(whole.bucket[whole.doc == i]) == sorted(chunked.bucket[chunked.doc == i])

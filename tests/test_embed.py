@@ -226,10 +226,10 @@ def test_embed_pipeline_matches_the_core_and_routes_bad_and_dropped_records(corp
     vectorizer = make_vectorizer(config)
     projection = fit_projection([r["text"] for r in sorted(records, key=lambda r: r["id"])], vectorizer, config)
     vectors, _ = embed_texts([r["text"] for r in records], vectorizer, projection)
-    expected = {r["id"]: v.tobytes() for r, v in zip(records, vectors)}
+    expected = {r["id"]: v.astype("<f4").tobytes() for r, v in zip(records, vectors)}
     pipeline = local_pipeline()
     out = pipeline | beam.Create(records + [dropped, bad]) | Embed(config)
-    got = out["records"] | beam.Map(lambda r: (r["id"], r[EMBEDDING].tobytes() if EMBEDDING in r else None))
+    got = out["records"] | beam.Map(lambda r: (r["id"], r.get(EMBEDDING)))  # float32 little-endian bytes
     assert_that(got, equal_to(list(expected.items()) + [("zz-dropped", None)]), label="records")
     reasons = out["errors"] | beam.Map(lambda e: (e["source"], e["reason"], "zz-bad" in e["raw"]))
     assert_that(reasons, equal_to([("winnow.embed", "embed_failed: invalid_text", True)]), label="errors")
@@ -252,7 +252,7 @@ def test_embed_pipeline_reads_a_field_with_the_most_common_dimension():
     with local_pipeline() as pipeline:
         out = pipeline | beam.Create(records) | Embed(EmbedConfig(embedding_field="vec"))
         norms = out["records"] | beam.Map(
-            lambda r: (r["id"], round(float(np.linalg.norm(r[EMBEDDING])), 5) if EMBEDDING in r else None)
+            lambda r: (r["id"], round(float(np.linalg.norm(np.frombuffer(r[EMBEDDING], "<f4"))), 5) if EMBEDDING in r else None)
         )
         assert_that(norms, equal_to([(f"r{i}", 1.0) for i in range(5)] + [("gone", None)]), label="records")
         reasons = out["errors"] | beam.Map(lambda e: e["reason"])

@@ -293,6 +293,17 @@ def test_parse_embedding_reasons():
     assert parse_embedding([0.0, 0.0], False)[1] is None
 
 
+def test_parse_embedding_reads_float32_little_endian_bytes():
+    packed = np.array([0.5, -2.0, 3.25], dtype="<f4").tobytes()
+    assert schema.embedding_bytes([0.5, -2.0, 3.25]) == packed
+    vector, why = parse_embedding(packed, normalize=True)
+    assert why is None and vector.dtype == np.float64
+    np.testing.assert_array_equal(vector, [0.5, -2.0, 3.25])
+    assert parse_embedding(packed[:-1], True) == (None, BAD_SHAPE)  # not a whole number of float32s
+    assert parse_embedding(b"", True) == (None, BAD_SHAPE)
+    assert parse_embedding(np.array([np.nan], "<f4").tobytes(), True) == (None, NON_FINITE)
+
+
 # --- pipelines ---------------------------------------------------------------------------
 
 

@@ -23,15 +23,12 @@ Hashing (``DsirConfig.hash``):
 
 - ``"sha256"``: the reference's buckets exactly, ``int(sha256(utf8(gram)).hexdigest(), 16) mod B``.
   Python work per distinct token and n-gram of a batch (cached, bounded), none per occurrence.
-- ``"fast"`` (default): fully vectorised over a batch. The batch is lower-cased, joined with
-  spaces and viewed as a uint32 code-point array; a 0x110000-entry table built from the token
-  pattern itself classes every code point as whitespace, word or other, and tokens are the
-  maximal runs of one non-space class (exactly the regex's tokens). A token's hash is a
-  polynomial hash over its code points, mod 2**64, read off prefix sums in O(1) per token, then
-  finalised with splitmix64 together with its length; a k-gram's hash chains
-  ``splitmix64(h_{k-1} · K + h_token)``; bucket = ``(h >> 32) · B >> 32`` (a multiply instead
-  of a modulo; B < 2**30). Same tokens and n-grams as the reference, different (equally
-  uniform) buckets, so weights differ from ``"sha256"`` only through which n-grams collide.
+- ``"fast"`` (default): fully vectorised over a batch: ``text.TokenHasher`` finds the same
+  tokens as the regex with numpy and gives each n-gram a 64-bit hash (a polynomial hash of a
+  token's code points, chained with splitmix64 into k-grams); bucket = ``(h >> 32) · B >> 32``
+  (``text.hash_to_range``; a multiply instead of a modulo, B < 2**30). Same tokens and n-grams
+  as the reference, different (equally uniform) buckets, so weights differ from ``"sha256"``
+  only through which n-grams collide.
 
 Deviations from the reference:
 
@@ -65,10 +62,8 @@ the same ε as the weights.
 """
 
 import dataclasses
-import functools
 import hashlib
 import itertools
-import re
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -77,7 +72,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import schema
 from transforms.select import gumbel_noise
-from transforms.text import WORDPUNCT_PATTERN, wordpunct_tokens
+from transforms.text import WORDPUNCT_PATTERN, TokenHasher, hash_to_range, wordpunct_tokens
 from transforms.validation import check_int, is_int
 
 NAMESPACE = "winnow.dsir"
@@ -88,13 +83,8 @@ MAX_BUCKETS = 1 << 30  # fast buckets are (h >> 32) · B >> 32, exact for B < 2*
 BUDGET_BITS = 16
 BUDGET_BINS = 1 << BUDGET_BITS  # id-hash slices of the raw token budget: 512 KB of int64 counts
 BATCH_SIZE = 512  # documents per featurization call (~1 MB of typical web text)
-CHUNK_CODE_POINTS = 1 << 20  # fast hashing works on at most this many code points at once
 SHA256_CACHE_SIZE = 1 << 20  # distinct tokens / n-grams whose sha256 bucket is kept
 
-_WHITESPACE, _WORD, _OTHER = 0, 1, 2
-_POLY = np.uint64(0x9E3779B97F4A7C15)  # odd, so invertible mod 2**64
-_POLY_INVERSE = np.uint64(pow(int(_POLY), -1, 1 << 64))
-_CHAIN = np.uint64(0xC2B2AE3D27D4EB4F)
 _KEPT, _TOO_SHORT, _ALREADY_DROPPED, _INVALID, _TOKENS = range(5)
 _TALLY = "tally"
 
@@ -161,37 +151,6 @@ class HashedNgrams(NamedTuple):
     n_tokens: np.ndarray
 
 
-@functools.lru_cache(maxsize=1)
-def code_point_classes() -> np.ndarray:
-    """(0x110000,) uint8 class of every code point: 0 whitespace (``\\s``), 1 word (``\\w``), 2 other.
-
-    Read off the regex engine itself, so the runs of one class are exactly the matches of
-    ``WORDPUNCT_PATTERN``. Built once per process (~0.1 s).
-    """
-    every = "".join(map(chr, range(0x110000)))
-    classes = np.full(0x110000, _OTHER, dtype=np.uint8)
-    for pattern, value in ((r"\w+", _WORD), (r"\s+", _WHITESPACE)):
-        for match in re.finditer(pattern, every):
-            classes[match.start() : match.end()] = value
-    return classes
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _powers(base: np.uint64, n: int) -> np.ndarray:
-    """(n,) uint64 ``base**i mod 2**64`` for i = 0..n-1."""
-    out = np.full(n, base, dtype=np.uint64)
-    out[0] = 1
-    return np.cumprod(out, out=out)
-
-
 def document_lengths(n_tokens: np.ndarray, ngrams: int) -> np.ndarray:
     """(D,) int64 reference length ``(F + n(n-1)/2) // n``, F = Σ_{k=1..n} max(T - k + 1, 0) n-grams.
 
@@ -212,96 +171,20 @@ class NgramHasher:
     def __init__(self, config: DsirConfig):
         self.buckets, self.ngrams, self.hash = config.buckets, config.ngrams, config.hash
         self._cache: dict[str, int] = {}
-        if self.hash == "fast":
-            self._classes = code_point_classes()
-            self._pow = _powers(_POLY, CHUNK_CODE_POINTS + 1)
-            self._inverse_pow = _powers(_POLY_INVERSE, CHUNK_CODE_POINTS + 1)
+        self._tokens = TokenHasher() if self.hash == "fast" else None
 
     def featurize(self, texts: list[str]) -> HashedNgrams:
         """The n-gram occurrences of ``texts`` (D strings)."""
         if self.hash == "fast":
-            doc, token_hash, n_tokens = self._token_hashes(texts)
-            return self._chain_ngrams(doc, token_hash, n_tokens)
+            grams = self._tokens.ngram_hashes(texts, self.ngrams)
+            return HashedNgrams(grams.doc, hash_to_range(grams.hash, self.buckets), grams.n_tokens)
         return self._sha256_ngrams(texts)
 
     def count_tokens(self, texts: list[str]) -> np.ndarray:
         """(D,) int64 tokens per text, ``len(wordpunct_tokens(text))``."""
         if self.hash == "fast":
-            return self._token_hashes(texts, hashed=False)[2]
+            return self._tokens.count_tokens(texts)
         return np.fromiter((len(WORDPUNCT_PATTERN.findall(t.lower())) for t in texts), np.int64, len(texts))
-
-    # fast hashing ---------------------------------------------------------------------------
-
-    def _chunks(self, lowered: list[str]):
-        """Consecutive runs of documents holding at most CHUNK_CODE_POINTS code points (or one document)."""
-        start, size = 0, 0
-        for i, text in enumerate(lowered):
-            if size and size + len(text) + 1 > CHUNK_CODE_POINTS:
-                yield start, i
-                start, size = i, 0
-            size += len(text) + 1
-        if start < len(lowered):
-            yield start, len(lowered)
-
-    def _token_hashes(self, texts: list[str], hashed: bool = True):
-        """(doc (N,) int64, token hash (N,) uint64 or None, n_tokens (D,) int64) over all N tokens."""
-        lowered = [t.lower() for t in texts]
-        docs, hashes = [], []
-        for first, stop in self._chunks(lowered):
-            doc, token_hash = self._chunk_token_hashes(lowered[first:stop], hashed)
-            docs.append(doc + first)
-            hashes.append(token_hash)
-        doc = np.concatenate(docs) if docs else np.zeros(0, np.int64)
-        n_tokens = np.bincount(doc, minlength=len(texts)).astype(np.int64)
-        if not hashed:
-            return doc, None, n_tokens
-        return doc, (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), n_tokens
-
-    def _chunk_token_hashes(self, lowered: list[str], hashed: bool):
-        """Token spans of one chunk, from the code-point classes; hashes from prefix sums."""
-        joined = " ".join(lowered)  # the space keeps tokens from running across documents
-        points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        n = len(points)
-        classes = self._classes[points]
-        change = np.ones(n + 1, dtype=bool)
-        np.not_equal(classes[1:], classes[:-1], out=change[1:n])
-        edges = np.flatnonzero(change)
-        starts, ends = edges[:-1], edges[1:]
-        is_token = classes[starts] != _WHITESPACE
-        starts, ends = starts[is_token], ends[is_token]
-        doc_starts = np.cumsum([0] + [len(t) + 1 for t in lowered])
-        per_doc = np.diff(np.searchsorted(starts, doc_starts))
-        doc = np.repeat(np.arange(len(lowered), dtype=np.int64), per_doc)
-        if not hashed:
-            return doc, None
-        if n + 1 <= len(self._pow):
-            pow_, inverse_pow = self._pow[: n + 1], self._inverse_pow[: n + 1]
-        else:  # a single document longer than a chunk
-            pow_, inverse_pow = _powers(_POLY, n + 1), _powers(_POLY_INVERSE, n + 1)
-        # prefix[i] = Σ_{j<i} c_j P^j, so Σ_{s<=j<e} c_j P^(j-s) = (prefix[e] - prefix[s]) P^-s
-        prefix = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum(np.multiply(points, pow_[:n], dtype=np.uint64), out=prefix[1:])
-        span = (prefix[ends] - prefix[starts]) * inverse_pow[starts]
-        # the length tells apart spans whose code points differ only by leading U+0000s
-        return doc, _splitmix64(span + (ends - starts).astype(np.uint64) * _CHAIN)
-
-    def _bucket_of(self, hashes: np.ndarray) -> np.ndarray:
-        """(M,) int64 bucket ``(h >> 32) · B >> 32`` of uint64 hashes: a multiply instead of a modulo."""
-        return ((hashes >> np.uint64(32)) * np.uint64(self.buckets) >> np.uint64(32)).astype(np.int64)
-
-    def _chain_ngrams(self, doc: np.ndarray, token_hash: np.ndarray, n_tokens: np.ndarray) -> HashedNgrams:
-        """k-gram at position i: ``g_k(i) = splitmix64(g_{k-1}(i) · K + h(i+k-1))``, kept if one document."""
-        docs, bucket_parts = [doc], [self._bucket_of(token_hash)]
-        gram = token_hash
-        for k in range(2, self.ngrams + 1):
-            width = len(doc) - k + 1
-            if width <= 0:
-                break
-            gram = _splitmix64(gram[:width] * _CHAIN + token_hash[k - 1 :])
-            same_doc = doc[k - 1 :] == doc[:width]
-            docs.append(doc[:width][same_doc])
-            bucket_parts.append(self._bucket_of(gram[same_doc]))
-        return HashedNgrams(np.concatenate(docs), np.concatenate(bucket_parts), n_tokens)
 
     # sha256 hashing -------------------------------------------------------------------------
 

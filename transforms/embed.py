@@ -1,13 +1,15 @@
 """Document embeddings without a model download: hashed n-gram TF-IDF projected to a dense unit vector.
 
-Method. For a document i and a hashed n-gram feature j (``HashingVectorizer``: murmurhash3 of
-the n-gram mod ``n_features``; words from ``text.wordpunct_tokens`` or characters of
-``text.normalize_text``), with ``c_ij`` the count:
+Method. For a document i and a hashed n-gram feature j, with ``c_ij`` the count:
 
     w_ij  = (1 + ln c_ij) * idf_j   for j in V, c_ij > 0        (sublinear tf, Salton & Buckley 1988)
     idf_j = ln((1 + n_s) / (1 + df_j)) + 1                      (scikit-learn's smoothed idf)
     e_i   = normalize(normalize(w_i) @ P)                       (L2 normalisation, P: (|V|, dim))
 
+Features j in [0, F), F = ``n_features``: for word n-grams (the default) the n-gram's 64-bit
+``text.TokenHasher`` hash mapped to F (``text.hash_to_range``; the tokens of
+``text.wordpunct_tokens``, found and hashed for a whole batch in numpy); for character n-grams
+of ``text.normalize_text`` scikit-learn's ``HashingVectorizer`` (murmurhash3 mod F).
 ``n_s`` is the size of the fit sample and ``df_j`` the number of sample documents containing j.
 The vocabulary V is the ``max_features`` features with the highest ``df_j`` (ties to the lower
 index) among those with ``df_j >= MIN_DF``. The projection P is fitted once, on the sample:
@@ -20,9 +22,8 @@ index) among those with ``df_j >= MIN_DF``. The projection P is fitted once, on 
 
 Measured on the demo corpus (``benchmarks/bench_kmeans.py``, 3,073 documents, 256-d): the SVD
 embedding keeps 0.69 of each document's 10 nearest neighbours under the exact tf-idf cosine,
-the random projection of the same vocabulary 0.48, at about the same embedding speed (the
-hashing dominates: ~3,000 docs/s on one core); character 3-5 grams reach 0.70 but embed about
-4x slower. Hence the defaults: word 1-2 grams, SVD.
+the random projection of the same vocabulary 0.48, at about the same embedding speed; character
+3-5 grams reach 0.70 but embed several times slower. Hence the defaults: word 1-2 grams, SVD.
 
 The fit sample is the ``sample_size`` eligible records with the smallest ``blake2b(seed, id)``,
 chosen by a fixed-size ``Top`` combine (never by collecting the corpus), sorted by id before the
@@ -42,7 +43,8 @@ Precomputed embeddings. With ``embedding_field`` the vectors are read from that 
 default the most common length in the data); unusable ones go to ``errors``.
 
 Output: every eligible record gets ``schema.EMBEDDING`` (a private field the writer drops), a
-(dim,) float32 unit vector. Records already dropped pass through unchanged.
+(dim,) float32 unit vector as bytes (``schema.embedding_bytes``; read it with
+``vendi.parse_embedding``). Records already dropped pass through unchanged.
 """
 
 import dataclasses
@@ -56,6 +58,7 @@ from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.utils.extmath import randomized_svd
 
 from transforms import schema, text, vendi
+from transforms.text import TokenHasher, hash_to_range
 from transforms.io import error_record
 from transforms.validation import check_int, is_int
 
@@ -67,7 +70,7 @@ SAMPLE_TEXT_CHARS = 20_000
 BATCH_SIZE = 512
 ANALYZERS = ("word", "char_wb", "char")
 PROJECTIONS = ("svd", "random")
-MAX_HASH_FEATURES = 2**31 - 1  # murmurhash3_32 indices
+MAX_HASH_FEATURES = 2**31 - 1  # murmurhash3_32 indices (char analyzers); word features need < 2**32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,21 +155,43 @@ def sample_rank(seed: int, record_id: str) -> int:
     return int.from_bytes(digest.digest(), "big")
 
 
-def make_vectorizer(config: EmbedConfig) -> HashingVectorizer:
+class WordNgramVectorizer:
+    """Texts -> (n, F) float32 csr counts of their hashed ``wordpunct`` n-grams, ``min_n <= k <= max_n``.
+
+    Feature of an n-gram: ``hash_to_range(TokenHasher hash, F)``. Stateless but for the
+    hasher's per-process tables; the interface of ``HashingVectorizer.transform``.
+    """
+
+    def __init__(self, ngram_range: tuple[int, int], n_features: int):
+        self.ngram_range, self.n_features = ngram_range, n_features
+        self._hasher = TokenHasher()
+
+    def transform(self, texts: list[str]) -> sparse.csr_matrix:
+        min_n, max_n = self.ngram_range
+        grams = self._hasher.ngram_hashes(texts, max_n, min_n)
+        features = hash_to_range(grams.hash, self.n_features)
+        ones = np.ones(len(features), dtype=np.float32)
+        counts = sparse.csr_matrix((ones, (grams.doc, features)), shape=(len(texts), self.n_features))
+        counts.sum_duplicates()  # canonical: each feature once per row, indices sorted
+        return counts
+
+
+Vectorizer = WordNgramVectorizer | HashingVectorizer
+
+
+def make_vectorizer(config: EmbedConfig) -> Vectorizer:
     """The stateless n-gram hasher of ``config``: texts -> (n, n_features) float32 raw counts."""
     if config.analyzer == "word":
-        tokenizer = {"tokenizer": text.wordpunct_tokens, "token_pattern": None}
-    else:
-        tokenizer = {"preprocessor": text.normalize_text}
+        return WordNgramVectorizer(config.ngram_range, config.n_features)
     return HashingVectorizer(
         analyzer=config.analyzer,
         ngram_range=config.ngram_range,
         n_features=config.n_features,
-        lowercase=False,  # both tokenizations already lower-case
+        preprocessor=text.normalize_text,
+        lowercase=False,  # normalize_text already case-folds
         alternate_sign=False,
         norm=None,
         dtype=np.float32,
-        **tokenizer,
     )
 
 
@@ -179,7 +204,7 @@ def tfidf_rows(counts, features: np.ndarray, idf: np.ndarray):
     return weights
 
 
-def fit_projection(texts: list[str], vectorizer: HashingVectorizer, config: EmbedConfig) -> Projection:
+def fit_projection(texts: list[str], vectorizer: Vectorizer, config: EmbedConfig) -> Projection:
     """Fit the vocabulary, idf and projection on the sample ``texts`` (in a fixed order).
 
     Expects a validated config; any number of texts, including none.
@@ -222,7 +247,7 @@ def fallback_vectors(texts: list[str], dim: int) -> np.ndarray:
 
 
 def embed_texts(
-    texts: list[str], vectorizer: HashingVectorizer, projection: Projection
+    texts: list[str], vectorizer: Vectorizer, projection: Projection
 ) -> tuple[np.ndarray, np.ndarray]:
     """Texts -> ((n, dim) float32 unit rows, (n,) bool: the row is a no-vocabulary fallback).
 
@@ -314,7 +339,7 @@ class _EmbedTextFn(beam.DoFn):
         self._embedded.inc(len(eligible))
         self._no_vocabulary.inc(int(empty.sum()))
         for record, vector in zip(eligible, vectors):
-            yield {**record, schema.EMBEDDING: vector}
+            yield {**record, schema.EMBEDDING: schema.embedding_bytes(vector)}
 
 
 class _EmbedFieldFn(beam.DoFn):
@@ -339,7 +364,7 @@ class _EmbedFieldFn(beam.DoFn):
             yield _failed(record, why)
             return
         self._embedded.inc()
-        yield {**record, schema.EMBEDDING: vector}
+        yield {**record, schema.EMBEDDING: schema.embedding_bytes(vector)}
 
 
 def _projection_stats(projection: Projection, config: EmbedConfig) -> dict:
@@ -356,7 +381,7 @@ def _projection_stats(projection: Projection, config: EmbedConfig) -> dict:
 
 
 class Embed(beam.PTransform):
-    """Records -> records with ``schema.EMBEDDING`` (a (dim,) float32 unit vector) on every eligible one.
+    """Records -> records with ``schema.EMBEDDING`` (a (dim,) float32 unit vector, as bytes) on every eligible one.
 
     ``expand`` returns ``{"records", "errors", "stats"}``: ``records`` holds every input record
     that is not an error, dropped ones unchanged; ``errors`` the eligible records without a text

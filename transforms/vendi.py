@@ -318,9 +318,14 @@ def parse_embedding(value, normalize: bool) -> tuple[np.ndarray | None, str | No
     """``(vector (d,) float64, None)`` for a usable embedding, else ``(None, why)``.
 
     ``why`` is one of ``INVALID_REASONS`` (all but ``DIM_MISMATCH``, which needs the corpus dim).
+    ``value``: a sequence of numbers, or bytes of float32 little-endian values (``schema.EMBEDDING``).
     """
     if value is None:
         return None, NO_EMBEDDING
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if len(value) % schema.EMBEDDING_DTYPE.itemsize:
+            return None, BAD_SHAPE
+        value = np.frombuffer(value, dtype=schema.EMBEDDING_DTYPE)
     try:
         vector = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
