@@ -131,6 +131,34 @@ def _quantile_chart(title: str, series: dict[str, list[float]]) -> str:
             f'font-family="sans-serif" font-size="12">{"".join(parts)}</svg>')
 
 
+def _histogram_chart(title: str, histogram: dict) -> str:
+    """An inline SVG histogram: per bin, each series' share of its own records (so a small selection shows beside all)."""
+    series = {name: histogram[name] for name in ("all", "selected") if sum(histogram.get(name, ()))}
+    if not series:
+        return f"<p>{html.escape(title)}: no values.</p>"
+    edges = histogram["edges"]
+    width, height, left, top, plot_w, plot_h = 640, 300, 70, 30, 540, 220
+    shares = {name: [n / sum(counts) for n in counts] for name, counts in series.items()}
+    peak = max(max(values) for values in shares.values()) or 1.0
+    bin_w = plot_w / len(edges[:-1])
+    bar_w = bin_w / len(shares)
+    parts = [f'<text x="4" y="18" font-weight="bold">{html.escape(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+             f'<text x="{left - 6}" y="{top + 10}" text-anchor="end">{peak:.0%}</text>',
+             f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end">0</text>',
+             f'<text x="{left}" y="{top + plot_h + 18}">{edges[0]:.3g}</text>',
+             f'<text x="{left + plot_w}" y="{top + plot_h + 18}" text-anchor="end">{edges[-1]:.3g}</text>']
+    for i, (name, values) in enumerate(shares.items()):
+        color = _COLORS[i % len(_COLORS)]
+        for j, share in enumerate(values):
+            bar_h = plot_h * share / peak
+            parts.append(f'<rect x="{left + j * bin_w + i * bar_w:.1f}" y="{top + plot_h - bar_h:.1f}" '
+                         f'width="{bar_w:.1f}" height="{bar_h:.1f}" fill="{color}"/>')
+        parts.append(f'<text x="{left + 10 + 160 * i}" y="{height - 8}" fill="{color}">■ {html.escape(name)} (share per bin)</text>')
+    return (f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'font-family="sans-serif" font-size="12">{"".join(parts)}</svg>')
+
+
 def _table(rows: dict) -> str:
     cells = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v) if isinstance(v, (dict, list)) else str(v))}</td></tr>"
@@ -143,6 +171,8 @@ def _plots(report: dict) -> list[str]:
     """The charts of the method metrics that are present in the report."""
     metrics = report["metrics"]
     plots = []
+    for column, histogram in metrics.get("score_histograms", {}).items():
+        plots.append(_histogram_chart(f"{column}: histogram, all eligible vs selected", histogram))
     for column, quantiles in metrics.get("score_quantiles", {}).items():
         plots.append(_quantile_chart(f"{column}: distribution, all eligible vs selected", quantiles))
     selection = metrics.get("selection", {})
@@ -184,7 +214,7 @@ def render_html(report: dict) -> str:
         sections += ["<h2>Warnings</h2><ul>", *(f"<li>{html.escape(w)}</li>" for w in report["warnings"]), "</ul>"]
     sections += ["<h2>Plots</h2>", *_plots(report)]
     for name, metrics in report["metrics"].items():
-        if name != "score_quantiles":
+        if name not in ("score_quantiles", "score_histograms"):  # plotted above
             sections += [f"<h2>{html.escape(name)}</h2>", _table(metrics if isinstance(metrics, dict) else {name: metrics})]
     sections += [
         "<h2>Timings (s)</h2>",

@@ -43,6 +43,7 @@ CLUSTER_METHODS = frozenset({"kmeans", "combined"})
 COMBINED_SCORES = (schema.DSIR_LOG_WEIGHT, schema.ZIPFIT_ALIGNMENT)
 PLOTTED_SCORES = (schema.DSIR_LOG_WEIGHT, schema.ZIPFIT_ALIGNMENT, schema.CLUSTER_DISTANCE)
 N_QUANTILES = 21  # the report plots each score's distribution as 21 quantiles, 0 to 1 in steps of 0.05
+N_HISTOGRAM_BINS = 30  # and as a histogram of this many equal-width bins
 DEDUP_CHOICES = ("none", "exact", "minhash", "exact,minhash")
 DEFAULT_FRACTION = 0.1
 BASELINE_SEED_OFFSET = 1  # the random baseline of the metrics uses seed + 1, independent of the selection
@@ -447,6 +448,57 @@ def score_quantiles(pool: beam.PCollection, selected: beam.PCollection, columns:
     )
 
 
+def histogram_bin(value: float, low: float, high: float, bins: int) -> int:
+    """The bin of ``value`` among ``bins`` equal-width bins over [low, high]; values outside go to the end bins."""
+    if high <= low:
+        return 0
+    return min(max(int((value - low) / (high - low) * bins), 0), bins - 1)
+
+
+def _score_bins(record: dict, columns: list[str], quantiles: dict, name: str) -> list[tuple[str, str, int]]:
+    """``(column, name, bin)`` of each score the record has; bins span the pool's min..max (quantiles 0 and 1)."""
+    out = []
+    for column in columns:
+        value, pool = record.get(column), quantiles.get(column, {}).get("all")
+        if value is not None and pool:
+            out.append((column, name, histogram_bin(value, pool[0], pool[-1], N_HISTOGRAM_BINS)))
+    return out
+
+
+def _histograms(bin_counts: list[tuple[tuple[str, str, int], int]], quantiles: dict) -> dict:
+    """``{column: {"edges": [b_0..b_K], "all": [n_0..n_K-1], "selected": [...]}}`` from per-bin counts."""
+    out = {}
+    for column, by_name in quantiles.items():
+        if not by_name.get("all"):  # no record of the pool has this score
+            continue
+        low, high = by_name["all"][0], by_name["all"][-1]
+        out[column] = {"edges": np.linspace(low, high, N_HISTOGRAM_BINS + 1).tolist(),
+                       **{name: [0] * N_HISTOGRAM_BINS for name in ("all", "selected")}}
+    for (column, name, index), count in bin_counts:
+        out[column][name][index] = count
+    return out
+
+
+def score_histograms(pool: beam.PCollection, selected: beam.PCollection, columns: list[str], quantiles: beam.PCollection) -> beam.PCollection:
+    """``{column: {"edges", "all", "selected"}}``: counts in ``N_HISTOGRAM_BINS`` equal-width bins over the pool's range.
+
+    The range is the pool's minimum and maximum from ``score_quantiles`` (a side input), so the
+    counts take one pass and fixed-size state (one count per bin).
+    """
+    in_range = beam.pvalue.AsSingleton(quantiles)
+    parts = [
+        subset | f"ScoreBins{runner.camel(name)}" >> beam.FlatMap(_score_bins, columns, in_range, name)
+        for name, subset in (("all", pool), ("selected", selected))
+    ]
+    return (
+        parts
+        | "FlattenScoreBins" >> beam.Flatten()
+        | "CountScoreBins" >> beam.combiners.Count.PerElement()
+        | "ScoreBinsToList" >> beam.combiners.ToList()
+        | "ScoreBinsToHistograms" >> beam.Map(_histograms, in_range)
+    )
+
+
 def _selection_metrics(job: SelectJob, decided, selected, selection_stats, scored_dsir) -> dict[str, beam.PCollection]:
     """Score distributions, Vendi (all / selected / random) and DSIR KL reduction (selected / random)."""
     metrics = {}
@@ -455,6 +507,7 @@ def _selection_metrics(job: SelectJob, decided, selected, selection_stats, score
     pool = decided | "Pool" >> beam.Filter(_was_eligible)
     plotted = [column for column, ran in zip(PLOTTED_SCORES, (job.runs_dsir, job.runs_zipfit, job.method in CLUSTER_METHODS)) if ran]
     metrics["score_quantiles"] = score_quantiles(pool, selected, plotted)
+    metrics["score_histograms"] = score_histograms(pool, selected, plotted, metrics["score_quantiles"])
     if job.method in CLUSTER_METHODS:
         # Diversity of the pool, the selection and the baseline, on the same embeddings.
         for name, subset in (("all", pool), ("selected", selected), ("random", baseline)):

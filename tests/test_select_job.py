@@ -12,7 +12,7 @@ import zstandard
 from data_selection import HashedNgramDSIR
 
 from examples import make_demo_corpus
-from pipelines import cli
+from pipelines import cli, select_job
 from transforms import dsir, io, schema, select
 
 
@@ -210,6 +210,21 @@ def test_target_methods_prefer_the_target_domain(demo_corpus, tmp_path, monkeypa
         assert kl["kl_reduction_selected"] == pytest.approx(expected, rel=1e-9)
         too_short = [r for r in raw.column("drop_reason").to_pylist() if r == "too_short"]
         assert report["counts"]["dropped"].get("too_short", 0) == len(too_short) > 0
+        # the histogram of log weights, recounted from the scores table: the pool's range in 30 bins
+        histogram = report["metrics"]["score_histograms"]["dsir_log_weight"]
+        reasons = raw.column("drop_reason").to_pylist()
+        pool = [w for w, why in zip(raw.column("dsir_log_weight").to_pylist(), reasons) if why in (None, "not_selected")]
+        low, high = histogram["edges"][0], histogram["edges"][-1]
+        assert (low, high) == (min(pool), max(pool)) and len(histogram["edges"]) == select_job.N_HISTOGRAM_BINS + 1
+        bins = [select_job.histogram_bin(w, low, high, select_job.N_HISTOGRAM_BINS) for w in pool]
+        assert histogram["all"] == np.bincount(bins, minlength=select_job.N_HISTOGRAM_BINS).tolist()
+        assert sum(histogram["selected"]) == 60
+
+
+def test_histogram_bins_are_equal_width_with_the_ends_closed():
+    assert [select_job.histogram_bin(v, 0.0, 3.0, 3) for v in (0.0, 0.99, 1.0, 2.5, 3.0)] == [0, 0, 1, 2, 2]
+    assert [select_job.histogram_bin(v, 0.0, 3.0, 3) for v in (-1.0, 4.0)] == [0, 2]  # outside the range: the end bins
+    assert select_job.histogram_bin(5.0, 2.0, 2.0, 3) == 0  # one value: one bin
 
 
 @pytest.mark.parametrize("method", ["dsir", "zipfit"])
