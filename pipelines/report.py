@@ -105,30 +105,44 @@ def _bar_chart(title: str, values: dict[str, float]) -> str:
 _COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")
 
 
+# Geometry of the x-y charts: the SVG's size, and the plot area's left/top corner and size.
+_CHART_W, _CHART_H, _LEFT, _TOP, _PLOT_W, _PLOT_H = 640, 300, 70, 30, 540, 220
+
+
+def _xy_chart(title: str, y_labels: tuple[str, str], x_labels: tuple[str, str], marks: list[str]) -> str:
+    """An inline SVG x-y chart: title, framed plot area, (top, bottom) y and (left, right) x labels, then ``marks``."""
+    frame = [f'<text x="4" y="18" font-weight="bold">{html.escape(title)}</text>',
+             f'<rect x="{_LEFT}" y="{_TOP}" width="{_PLOT_W}" height="{_PLOT_H}" fill="none" stroke="#999"/>',
+             f'<text x="{_LEFT - 6}" y="{_TOP + 10}" text-anchor="end">{y_labels[0]}</text>',
+             f'<text x="{_LEFT - 6}" y="{_TOP + _PLOT_H}" text-anchor="end">{y_labels[1]}</text>',
+             f'<text x="{_LEFT}" y="{_TOP + _PLOT_H + 18}">{x_labels[0]}</text>',
+             f'<text x="{_LEFT + _PLOT_W}" y="{_TOP + _PLOT_H + 18}" text-anchor="end">{x_labels[1]}</text>']
+    return (f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{_CHART_W}" height="{_CHART_H}" '
+            f'font-family="sans-serif" font-size="12">{"".join(frame + marks)}</svg>')
+
+
+def _legend(i: int, name: str, color: str, step: int) -> str:
+    return f'<text x="{_LEFT + 10 + step * i}" y="{_CHART_H - 8}" fill="{color}">{html.escape(name)}</text>'
+
+
 def _quantile_chart(title: str, series: dict[str, list[float]]) -> str:
     """An inline SVG line chart of quantile functions: x = quantile level 0..1, y = value."""
     series = {name: values for name, values in series.items() if values}
     if not series:
         return f"<p>{html.escape(title)}: no values.</p>"
-    width, height, left, top, plot_w, plot_h = 640, 300, 70, 30, 540, 220
     low = min(min(v) for v in series.values())
     high = max(max(v) for v in series.values())
     span = (high - low) or 1.0
-    parts = [f'<text x="4" y="18" font-weight="bold">{html.escape(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
-             f'<text x="{left - 6}" y="{top + 10}" text-anchor="end">{high:.3g}</text>',
-             f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end">{low:.3g}</text>',
-             f'<text x="{left}" y="{top + plot_h + 18}">quantile 0</text>',
-             f'<text x="{left + plot_w}" y="{top + plot_h + 18}" text-anchor="end">1</text>']
+    marks = []
     for i, (name, values) in enumerate(series.items()):
         color = _COLORS[i % len(_COLORS)]
         points = " ".join(
-            f"{left + plot_w * j / max(len(values) - 1, 1):.1f},{top + plot_h * (1 - (v - low) / span):.1f}" for j, v in enumerate(values)
+            f"{_LEFT + _PLOT_W * j / max(len(values) - 1, 1):.1f},{_TOP + _PLOT_H * (1 - (v - low) / span):.1f}"
+            for j, v in enumerate(values)
         )
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
-        parts.append(f'<text x="{left + 10 + 110 * i}" y="{height - 8}" fill="{color}">— {html.escape(name)}</text>')
-    return (f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'font-family="sans-serif" font-size="12">{"".join(parts)}</svg>')
+        marks.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
+        marks.append(_legend(i, f"— {name}", color, 110))
+    return _xy_chart(title, (f"{high:.3g}", f"{low:.3g}"), ("quantile 0", "1"), marks)
 
 
 def _histogram_chart(title: str, histogram: dict) -> str:
@@ -137,26 +151,19 @@ def _histogram_chart(title: str, histogram: dict) -> str:
     if not series:
         return f"<p>{html.escape(title)}: no values.</p>"
     edges = histogram["edges"]
-    width, height, left, top, plot_w, plot_h = 640, 300, 70, 30, 540, 220
     shares = {name: [n / sum(counts) for n in counts] for name, counts in series.items()}
     peak = max(max(values) for values in shares.values()) or 1.0
-    bin_w = plot_w / len(edges[:-1])
+    bin_w = _PLOT_W / (len(edges) - 1)
     bar_w = bin_w / len(shares)
-    parts = [f'<text x="4" y="18" font-weight="bold">{html.escape(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
-             f'<text x="{left - 6}" y="{top + 10}" text-anchor="end">{peak:.0%}</text>',
-             f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end">0</text>',
-             f'<text x="{left}" y="{top + plot_h + 18}">{edges[0]:.3g}</text>',
-             f'<text x="{left + plot_w}" y="{top + plot_h + 18}" text-anchor="end">{edges[-1]:.3g}</text>']
+    marks = []
     for i, (name, values) in enumerate(shares.items()):
         color = _COLORS[i % len(_COLORS)]
         for j, share in enumerate(values):
-            bar_h = plot_h * share / peak
-            parts.append(f'<rect x="{left + j * bin_w + i * bar_w:.1f}" y="{top + plot_h - bar_h:.1f}" '
+            bar_h = _PLOT_H * share / peak
+            marks.append(f'<rect x="{_LEFT + j * bin_w + i * bar_w:.1f}" y="{_TOP + _PLOT_H - bar_h:.1f}" '
                          f'width="{bar_w:.1f}" height="{bar_h:.1f}" fill="{color}"/>')
-        parts.append(f'<text x="{left + 10 + 160 * i}" y="{height - 8}" fill="{color}">■ {html.escape(name)} (share per bin)</text>')
-    return (f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'font-family="sans-serif" font-size="12">{"".join(parts)}</svg>')
+        marks.append(_legend(i, f"■ {name} (share per bin)", color, 160))
+    return _xy_chart(title, (f"{peak:.0%}", "0"), (f"{edges[0]:.3g}", f"{edges[-1]:.3g}"), marks)
 
 
 def _table(rows: dict) -> str:
