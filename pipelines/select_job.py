@@ -455,25 +455,30 @@ def histogram_bin(value: float, low: float, high: float, bins: int) -> int:
     return min(max(int((value - low) / (high - low) * bins), 0), bins - 1)
 
 
+def _pool_range(quantiles: dict, column: str) -> tuple[float, float] | None:
+    """The pool's (min, max) of ``column``: its quantiles 0 and 1; None when no pool record has the score."""
+    pool = quantiles.get(column, {}).get("all")
+    return (pool[0], pool[-1]) if pool else None
+
+
 def _score_bins(record: dict, columns: list[str], quantiles: dict, name: str) -> list[tuple[str, str, int]]:
-    """``(column, name, bin)`` of each score the record has; bins span the pool's min..max (quantiles 0 and 1)."""
+    """``(column, name, bin)`` of each score the record has; bins span the pool's range (``_pool_range``)."""
     out = []
     for column in columns:
-        value, pool = record.get(column), quantiles.get(column, {}).get("all")
-        if value is not None and pool:
-            out.append((column, name, histogram_bin(value, pool[0], pool[-1], N_HISTOGRAM_BINS)))
+        value, bounds = record.get(column), _pool_range(quantiles, column)
+        if value is not None and bounds:
+            out.append((column, name, histogram_bin(value, *bounds, N_HISTOGRAM_BINS)))
     return out
 
 
 def _histograms(bin_counts: list[tuple[tuple[str, str, int], int]], quantiles: dict) -> dict:
     """``{column: {"edges": [b_0..b_K], "all": [n_0..n_K-1], "selected": [...]}}`` from per-bin counts."""
     out = {}
-    for column, by_name in quantiles.items():
-        if not by_name.get("all"):  # no record of the pool has this score
-            continue
-        low, high = by_name["all"][0], by_name["all"][-1]
-        out[column] = {"edges": np.linspace(low, high, N_HISTOGRAM_BINS + 1).tolist(),
-                       **{name: [0] * N_HISTOGRAM_BINS for name in ("all", "selected")}}
+    for column in quantiles:
+        bounds = _pool_range(quantiles, column)
+        if bounds:
+            out[column] = {"edges": np.linspace(*bounds, N_HISTOGRAM_BINS + 1).tolist(),
+                           **{name: [0] * N_HISTOGRAM_BINS for name in ("all", "selected")}}
     for (column, name, index), count in bin_counts:
         out[column][name][index] = count
     return out

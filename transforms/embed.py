@@ -59,7 +59,6 @@ from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.utils.extmath import randomized_svd
 
 from transforms import schema, text, vendi
-from transforms.text import TokenHasher, hash_to_range
 from transforms.io import error_record
 from transforms.validation import check_int, is_int
 
@@ -165,12 +164,12 @@ class WordNgramVectorizer:
 
     def __init__(self, ngram_range: tuple[int, int], n_features: int):
         self.ngram_range, self.n_features = ngram_range, n_features
-        self._hasher = TokenHasher()
+        self._hasher = text.TokenHasher()
 
     def transform(self, texts: list[str]) -> sparse.csr_matrix:
         min_n, max_n = self.ngram_range
         grams = self._hasher.ngram_hashes(texts, max_n, min_n)
-        features = hash_to_range(grams.hash, self.n_features)
+        features = text.hash_to_range(grams.hash, self.n_features)
         ones = np.ones(len(features), dtype=np.float32)
         counts = sparse.csr_matrix((ones, (grams.doc, features)), shape=(len(texts), self.n_features))
         counts.sum_duplicates()  # canonical: each feature once per row, indices sorted
