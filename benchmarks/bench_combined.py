@@ -40,7 +40,7 @@ def _table(directory: pathlib.Path) -> pa.Table:
 
 
 def _winnow(*argv: str) -> None:
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "select", *argv], check=True, cwd=ROOT,
+    subprocess.run([sys.executable, "-m", "winnow.pipelines.cli", "select", *argv], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -44,8 +44,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section  # noqa: E402
 from examples.make_demo_corpus import build  # noqa: E402
-from transforms.minhash import MinHashConfig  # noqa: E402
-from transforms.text import word_shingles  # noqa: E402
+from winnow.transforms.minhash import MinHashConfig  # noqa: E402
+from winnow.transforms.text import word_shingles  # noqa: E402
 
 THRESHOLD, NUM_PERM, SEED, SHINGLE = 0.8, 128, 1, 5
 LEVELS = ("case+space", 0.95, 0.9, 0.85, 0.75, 0.7, 0.6)
@@ -143,7 +143,7 @@ def _measured(task, *args):
 
 
 def _winnow_signatures(texts, shingle_hash, repeats):
-    from transforms.minhash import minhash_signatures, permutation_params
+    from winnow.transforms.minhash import minhash_signatures, permutation_params
 
     config = MinHashConfig(shingle_hash=shingle_hash)
     params = permutation_params(NUM_PERM, SEED, config.permutation)
@@ -172,7 +172,7 @@ def _winnow_pipeline(docs, overrides):
     import apache_beam as beam
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    from transforms.dedup import DedupNearMinHash
+    from winnow.transforms.dedup import DedupNearMinHash
 
     with tempfile.TemporaryDirectory() as tmp:
         with beam.Pipeline(runner=FnApiRunner()) as p:

@@ -32,8 +32,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section  # noqa: E402
 from examples.make_demo_corpus import build  # noqa: E402
-from transforms.text import code_point_classes  # noqa: E402
-from transforms.dsir import (  # noqa: E402
+from winnow.transforms.text import code_point_classes  # noqa: E402
+from winnow.transforms.dsir import (  # noqa: E402
     BATCH_SIZE,
     DsirConfig,
     NgramHasher,

@@ -38,9 +38,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section  # noqa: E402
 from examples.make_demo_corpus import build  # noqa: E402
-from transforms import embed, kmeans, select, text, vendi  # noqa: E402
-from transforms.embed import EmbedConfig, embed_texts, fit_projection, make_vectorizer, tfidf_rows  # noqa: E402
-from transforms.kmeans import (  # noqa: E402
+from winnow.transforms import embed, kmeans, select, text, vendi  # noqa: E402
+from winnow.transforms.embed import EmbedConfig, embed_texts, fit_projection, make_vectorizer, tfidf_rows  # noqa: E402
+from winnow.transforms.kmeans import (  # noqa: E402
     KMeansConfig,
     assign_clusters,
     auto_k,

@@ -66,7 +66,7 @@ _PEAK_RSS = (
 
 def run_select(corpus: pathlib.Path, output: pathlib.Path, extra: list[str]) -> tuple[float, int]:
     """Run winnow select; return (seconds, peak RSS in MB of its largest process)."""
-    command = [sys.executable, "-m", "pipelines.cli", "select", "--input", str(corpus / "*"), "--output", str(output),
+    command = [sys.executable, "-m", "winnow.pipelines.cli", "select", "--input", str(corpus / "*"), "--output", str(output),
                "--fraction", "0.1", "--method", "random", "--write-scores", "--overwrite", *extra]
     started = time.perf_counter()
     measured = subprocess.run([sys.executable, "-c", _PEAK_RSS, *command], check=True, capture_output=True, text=True)

@@ -165,7 +165,7 @@ def main(argv=None) -> int:
                     if f"{config}:{n_docs}" in args.skip:
                         continue
                     output = pathlib.Path(tmp) / "out"
-                    command = [sys.executable, "-m", "pipelines.cli", "select", "--input", str(corpus / "*"),
+                    command = [sys.executable, "-m", "winnow.pipelines.cli", "select", "--input", str(corpus / "*"),
                                "--output", str(output), "--fraction", "0.1", "--method", method,
                                "--dedup", "exact,minhash", "--overwrite", *CONFIGS[config][0]]
                     if method in ("dsir", "combined"):

@@ -37,8 +37,8 @@ from vendi_score import vendi as reference  # noqa: E402
 
 from benchmarks.common import write_section  # noqa: E402
 from examples.make_demo_corpus import build  # noqa: E402
-from transforms import embed  # noqa: E402
-from transforms.vendi import (  # noqa: E402
+from winnow.transforms import embed  # noqa: E402
+from winnow.transforms.vendi import (  # noqa: E402
     BATCH_SIZE,
     GramCombineFn,
     VendiScore,

@@ -26,7 +26,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section  # noqa: E402
 from examples.make_demo_corpus import build  # noqa: E402
-from transforms import zipfit as zf  # noqa: E402
+from winnow.transforms import zipfit as zf  # noqa: E402
 
 LEVELS = (0, 1, 3, 6, 9)
 FAST_REPEATS = 3  # fast modes take well under a second: best of 3 against machine noise

@@ -34,9 +34,9 @@ from vendi_score import vendi as vendi_reference  # noqa: E402
 from benchmarks import bench_dedup, bench_dsir, bench_vendi, bench_zipfit  # noqa: E402
 from benchmarks.common import publish  # noqa: E402
 from examples.make_demo_corpus import build  # noqa: E402
-from transforms import zipfit as zf  # noqa: E402
-from transforms.dsir import DsirConfig  # noqa: E402
-from transforms.vendi import vendi_score  # noqa: E402
+from winnow.transforms import zipfit as zf  # noqa: E402
+from winnow.transforms.dsir import DsirConfig  # noqa: E402
+from winnow.transforms.vendi import vendi_score  # noqa: E402
 
 TABLE_HEADER = ["| stage | implementation | items | seconds | items/s | MB/s | speed vs reference |",
                 "|---|---|---:|---:|---:|---:|---:|"]

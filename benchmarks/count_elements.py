@@ -16,7 +16,7 @@ import sys
 from apache_beam.metrics import monitoring_infos
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from pipelines import cli, runner  # noqa: E402
+from winnow.pipelines import cli, runner  # noqa: E402
 
 
 def run_keeping_result(argv: list[str]):

@@ -26,7 +26,7 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from benchmarks.bench_scale import write_scale_corpus  # noqa: E402
 from benchmarks.common import publish  # noqa: E402
-from pipelines import cli  # noqa: E402
+from winnow.pipelines import cli  # noqa: E402
 
 SAMPLE_S = 0.05
 SELECT_FLAGS = ["--fraction", "0.1", "--method", "random", "--dedup", "exact,minhash", "--overwrite"]

@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("WINNOW_DEBUG"))
     configure_logging(debug)
     enable_crash_tracebacks()
-    from pipelines import dedup_job, options, runner, select_job, vendi_job
-    from transforms import io
+    from winnow.pipelines import dedup_job, options, runner, select_job, vendi_job
+    from winnow.transforms import io
 
     commands = {"select": select_job.main, "dedup": dedup_job.main, "vendi": vendi_job.main}
     command, rest = argv[0], argv[1:]

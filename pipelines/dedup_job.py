@@ -14,8 +14,8 @@ import dataclasses
 
 import apache_beam as beam
 
-from pipelines import options, runner
-from transforms import dedup, io, minhash, schema
+from winnow.pipelines import options, runner
+from winnow.transforms import dedup, io, minhash, schema
 
 
 def dedup_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Beam's local job service, the end a ``--runner PortableRunner`` job is submitted to, run safely.
 
-    python -m pipelines.job_service --port 8099
+    python -m winnow.pipelines.job_service --port 8099
 
 Takes the flags of ``python -m apache_beam.runners.portability.local_job_service_main`` except
 ``--background``. The job service runs each submitted job on Beam's
@@ -15,7 +15,7 @@ import sys
 
 from apache_beam.runners.portability import local_job_service_main
 
-from pipelines import runner
+from winnow.pipelines import runner
 
 BACKGROUND_FLAG = "--background"
 
@@ -23,7 +23,7 @@ BACKGROUND_FLAG = "--background"
 def main(argv: list[str]) -> int:
     """Serve jobs until terminated; 2 for ``--background`` (or an abbreviation argparse would accept)."""
     if any(len(flag) > 3 and BACKGROUND_FLAG.startswith(flag) for flag in argv):
-        print(f"pipelines.job_service: error: {BACKGROUND_FLAG} not supported; run it in the foreground or with &", file=sys.stderr)
+        print(f"winnow.pipelines.job_service: error: {BACKGROUND_FLAG} not supported; run it in the foreground or with &", file=sys.stderr)
         return 2
     runner.disable_timed_data_flushes()
     local_job_service_main.run([local_job_service_main.__file__, *argv])

@@ -12,7 +12,7 @@ import difflib
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from transforms import io, minhash
+from winnow.transforms import io, minhash
 
 
 class UsageError(Exception):

@@ -12,7 +12,7 @@ import platform
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import schema
+from winnow.transforms import schema
 
 STATS_FILE = "_winnow_stats.json"
 MAX_BARS = 30  # longest bar chart: the largest clusters / busiest stages

@@ -20,9 +20,9 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, PortableOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 
-from pipelines import report
-from pipelines.options import UsageError
-from transforms import io, schema
+from winnow.pipelines import report
+from winnow.pipelines.options import UsageError
+from winnow.transforms import io, schema
 
 LOG = logging.getLogger("winnow")
 LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner")

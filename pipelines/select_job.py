@@ -34,8 +34,8 @@ import math
 import apache_beam as beam
 import numpy as np
 
-from pipelines import options, runner
-from transforms import dedup, dsir, embed, io, kmeans, minhash, schema, select, vendi, zipfit
+from winnow.pipelines import options, runner
+from winnow.transforms import dedup, dsir, embed, io, kmeans, minhash, schema, select, vendi, zipfit
 
 METHODS = ("random", "dsir", "zipfit", "kmeans", "combined")
 TARGET_METHODS = frozenset({"dsir", "zipfit"})

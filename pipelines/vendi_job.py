@@ -13,8 +13,8 @@ import tempfile
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import options, report, runner
-from transforms import embed, io, vendi
+from winnow.pipelines import options, report, runner
+from winnow.transforms import embed, io, vendi
 
 
 def vendi_parser() -> argparse.ArgumentParser:

@@ -9,8 +9,8 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from helpers import local_pipeline
 
-from transforms import schema
-from transforms.dedup import (
+from winnow.transforms import schema
+from winnow.transforms.dedup import (
     DedupExact,
     DedupNearMinHash,
     DuplicateGroupsCombineFn,

@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from examples.make_demo_corpus import build
-from transforms import dsir, schema, text
-from transforms.select import split_quota
-from transforms.dsir import (
+from winnow.transforms import dsir, schema, text
+from winnow.transforms.select import split_quota
+from winnow.transforms.dsir import (
     BUDGET_BINS,
     CountNgrams,
     DsirConfig,
@@ -41,7 +41,7 @@ from transforms.dsir import (
     ngram_counts,
     target_shares,
 )
-from transforms.text import wordpunct_tokens
+from winnow.transforms.text import wordpunct_tokens
 
 EPS = 1e-8
 UNICODE_TEXTS = [

@@ -13,8 +13,8 @@ from sklearn.feature_extraction.text import TfidfTransformer
 
 from examples.make_demo_corpus import build
 from tests.helpers import local_pipeline
-from transforms import schema, vendi
-from transforms.embed import (
+from winnow.transforms import schema, vendi
+from winnow.transforms.embed import (
     DEFAULT_DIM,
     EMBEDDING,
     NAMESPACE,

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import local_pipeline
-from transforms import io
+from winnow.transforms import io
 
 CONFIG = io.ReadConfig()
 

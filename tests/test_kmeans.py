@@ -16,9 +16,9 @@ from sklearn.cluster import KMeans
 
 from examples.make_demo_corpus import build
 from tests.helpers import local_pipeline
-from transforms import kmeans, schema
-from transforms.embed import Embed, EmbedConfig, embed_texts, fit_projection, make_vectorizer
-from transforms.kmeans import (
+from winnow.transforms import kmeans, schema
+from winnow.transforms.embed import Embed, EmbedConfig, embed_texts, fit_projection, make_vectorizer
+from winnow.transforms.kmeans import (
     EMPTY_STATS,
     STRATEGIES,
     ClusterKMeans,

@@ -10,8 +10,8 @@ from datasketch.lsh import _optimal_param
 from datasketch.minhash import _fmix
 
 from examples.make_demo_corpus import build
-from transforms import minhash
-from transforms.minhash import (
+from winnow.transforms import minhash
+from winnow.transforms.minhash import (
     MinHashConfig,
     band_keys,
     estimate_jaccard,
@@ -23,7 +23,7 @@ from transforms.minhash import (
     shingle_hashes,
     signatures_from_hashes,
 )
-from transforms.text import char_shingles, normalize_text, word_shingles
+from winnow.transforms.text import char_shingles, normalize_text, word_shingles
 
 EDGE_TEXTS = [
     "",

@@ -60,7 +60,7 @@ def test_sdist_installed_alone_runs_the_demo(tmp_path):
     # What pip does for an sdist without wheel support, offline: no download, no wheel package needed.
     _run([str(python), "setup.py", "-q", "install", "--single-version-externally-managed", "--record", str(tmp_path / "installed.txt")], source, env)
 
-    where = _run([str(python), "-c", "import pipelines, transforms; print(pipelines.__file__); print(transforms.__file__)"], tmp_path, env)
+    where = _run([str(python), "-c", "import winnow.pipelines, winnow.transforms; print(winnow.pipelines.__file__); print(winnow.transforms.__file__)"], tmp_path, env)
     for module_file in where.stdout.split():
         assert pathlib.Path(module_file).is_relative_to(site_packages), module_file
         assert not pathlib.Path(module_file).is_relative_to(ROOT), module_file

@@ -24,9 +24,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import cli
+from winnow.pipelines import cli
 from tests.helpers import local_pipeline
-from transforms import dsir, embed, io, minhash, schema, text, zipfit
+from winnow.transforms import dsir, embed, io, minhash, schema, text, zipfit
 
 CONFIG = io.ReadConfig()
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from pipelines import cli
+from winnow.pipelines import cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The flags the workplace's closed network needs: no background connections, no sandbox as root.

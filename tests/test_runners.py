@@ -8,7 +8,7 @@ same ids, with the same counts, on:
 - the ``FnApiRunner`` with ``--direct_running_mode multi_processing --direct_num_workers 2``
   (SDK workers in subprocesses: every function is pickled and shipped, as on a cluster),
 - the ``PortableRunner``: the pipeline is serialized to a Beam Runner API proto and submitted over
-  gRPC to a job service on localhost (``python -m pipelines.job_service``: Beam's local job
+  gRPC to a job service on localhost (``python -m winnow.pipelines.job_service``: Beam's local job
   service with timed data flushes off, started here as a subprocess and stopped afterwards);
   ``--environment_type LOOPBACK`` runs the SDK harness in the submitting process. This is the
   submission path Flink and Spark job servers use; only the engine behind the job service differs.
@@ -33,9 +33,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker import data_plane
 
-from pipelines import cli, runner
-from pipelines import job_service as job_service_main
-from pipelines.options import UsageError
+from winnow.pipelines import cli, runner
+from winnow.pipelines import job_service as job_service_main
+from winnow.pipelines.options import UsageError
 
 N_SELECT = 40
 JOB_TIMEOUT_S = 300
@@ -69,7 +69,7 @@ def job_service(tmp_path_factory):
     port_file, log = directory / "port", directory / "log"
     with log.open("w") as log_stream:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.job_service", "--port", "0", "--port_file", str(port_file)],
+            [sys.executable, "-m", "winnow.pipelines.job_service", "--port", "0", "--port_file", str(port_file)],
             stdout=log_stream, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
@@ -103,7 +103,7 @@ def runs(demo_corpus, job_service, tmp_path_factory):
              "portable": ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{port}", "--environment_type", "LOOPBACK"]}
     outputs = {name: tmp_path_factory.mktemp(name) / "out" for name in ["in_memory", *extra]}
     started = {
-        name: subprocess.Popen([sys.executable, "-m", "pipelines.cli", *_select_argv(demo_dir, outputs[name]), *flags],
+        name: subprocess.Popen([sys.executable, "-m", "winnow.pipelines.cli", *_select_argv(demo_dir, outputs[name]), *flags],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name, flags in extra.items()
     }

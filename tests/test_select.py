@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import local_pipeline
-from transforms import schema, select
+from winnow.transforms import schema, select
 
 
 @given(st.lists(st.floats(allow_nan=False, width=64), min_size=2, max_size=50))

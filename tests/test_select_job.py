@@ -12,8 +12,8 @@ import zstandard
 from data_selection import HashedNgramDSIR
 
 from examples import make_demo_corpus
-from pipelines import cli, select_job
-from transforms import dsir, io, schema, select
+from winnow.pipelines import cli, select_job
+from winnow.transforms import dsir, io, schema, select
 
 
 def _run(*argv) -> int:
@@ -160,7 +160,7 @@ def test_corrupt_gzip_fails_with_the_file_named(tmp_path, capsys, keep, code):
 
 
 def test_default_method_is_combined():
-    from pipelines.select_job import select_parser
+    from winnow.pipelines.select_job import select_parser
 
     assert select_parser().parse_args([]).method == "combined"
 
@@ -269,8 +269,8 @@ def test_combined_fills_every_cluster_quota_and_leans_to_the_target(demo_corpus,
 
 
 def test_cluster_quota_mixes_strategy_quotas_with_quality_mass():
-    from pipelines.select_job import ClusterQuota
-    from transforms import kmeans, select
+    from winnow.pipelines.select_job import ClusterQuota
+    from winnow.transforms import kmeans, select
 
     counts = {0: 50, 1: 50, 2: 50, 3: 5}
     stats = {"complexity": {c: 0.0 for c in counts}}

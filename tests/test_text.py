@@ -6,7 +6,7 @@ counts through ``dsir.NgramHasher``; these check the hasher's own contract.
 
 import numpy as np
 
-from transforms.text import TokenHasher, hash_to_range, wordpunct_tokens
+from winnow.transforms.text import TokenHasher, hash_to_range, wordpunct_tokens
 
 TEXTS = ["The cat, the hat.", "", "hat cat the", "one"]
 

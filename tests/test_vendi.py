@@ -11,8 +11,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from vendi_score import vendi as reference
 
-from transforms import schema
-from transforms.vendi import (
+from winnow.transforms import schema
+from winnow.transforms.vendi import (
     BAD_SHAPE,
     DIM_MISMATCH,
     EMPTY_SCORE,

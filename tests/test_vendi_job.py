@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pipelines import cli
+from winnow.pipelines import cli
 
 
 def _write(path, vectors):

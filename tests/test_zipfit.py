@@ -12,8 +12,8 @@ from zip_fit.zipfit import ZIPFIT
 
 from examples.make_demo_corpus import build
 from helpers import local_pipeline
-from transforms import zipfit as zf
-from transforms.schema import DROP_REASON, EXACT_DUPLICATE, ZIPFIT_ALIGNMENT
+from winnow.transforms import zipfit as zf
+from winnow.transforms.schema import DROP_REASON, EXACT_DUPLICATE, ZIPFIT_ALIGNMENT
 
 
 @pytest.fixture(scope="module")

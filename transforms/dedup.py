@@ -64,15 +64,15 @@ from collections import Counter
 import apache_beam as beam
 import numpy as np
 
-from transforms import schema
-from transforms.minhash import (
+from winnow.transforms import schema
+from winnow.transforms.minhash import (
     MinHashConfig,
     band_keys,
     estimate_jaccard,
     minhash_signatures,
     permutation_params,
 )
-from transforms.text import normalize_text
+from winnow.transforms.text import normalize_text
 
 __all__ = [
     "DedupExact",

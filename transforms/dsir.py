@@ -70,10 +70,10 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms import schema
-from transforms.select import gumbel_noise
-from transforms.text import WORDPUNCT_PATTERN, TokenHasher, hash_to_range, wordpunct_tokens
-from transforms.validation import check_int, is_int
+from winnow.transforms import schema
+from winnow.transforms.select import gumbel_noise
+from winnow.transforms.text import WORDPUNCT_PATTERN, TokenHasher, hash_to_range, wordpunct_tokens
+from winnow.transforms.validation import check_int, is_int
 
 NAMESPACE = "winnow.dsir"
 EPS = 1e-8  # the reference's smoothing of both distributions

@@ -58,9 +58,9 @@ from scipy import sparse
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.utils.extmath import randomized_svd
 
-from transforms import schema, text, vendi
-from transforms.io import error_record
-from transforms.validation import check_int, is_int
+from winnow.transforms import schema, text, vendi
+from winnow.transforms.io import error_record
+from winnow.transforms.validation import check_int, is_int
 
 NAMESPACE = "winnow.embed"
 EMBEDDING = schema.EMBEDDING  # the name pipelines/ use

@@ -36,7 +36,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 
-from transforms import schema
+from winnow.transforms import schema
 
 NAMESPACE = "winnow.io"
 SPLIT_BYTES = 64 << 20

@@ -67,9 +67,9 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from sklearn.cluster import KMeans
 
-from transforms import embed, schema, vendi
-from transforms.io import error_record
-from transforms.validation import check_int, is_number
+from winnow.transforms import embed, schema, vendi
+from winnow.transforms.io import error_record
+from winnow.transforms.validation import check_int, is_number
 
 NAMESPACE = "winnow.kmeans"
 STRATEGIES = ("balanced", "proportional", "prototypes", "complexity")

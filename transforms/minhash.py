@@ -57,7 +57,7 @@ import hashlib
 
 import numpy as np
 
-from transforms.text import char_shingles, normalize_text, word_shingles
+from winnow.transforms.text import char_shingles, normalize_text, word_shingles
 
 SHINGLE_KINDS = ("word", "char")
 SHINGLE_HASHES = ("mix64", "sha1")

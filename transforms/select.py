@@ -34,7 +34,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms import schema
+from winnow.transforms import schema
 
 NAMESPACE = "winnow.select"
 KEY = "__winnow_key"

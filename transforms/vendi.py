@@ -51,9 +51,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms import schema
-from transforms.io import error_record
-from transforms.validation import check_int, is_number
+from winnow.transforms import schema
+from winnow.transforms.io import error_record
+from winnow.transforms.validation import check_int, is_number
 
 NAMESPACE = "winnow.vendi"
 EMPTY_SCORE = 0.0

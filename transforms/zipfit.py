@@ -67,8 +67,8 @@ import apache_beam as beam
 import numpy as np
 import zstandard
 
-from transforms.schema import ERRORS_TAG, ID, TEXT, ZIPFIT_ALIGNMENT, is_eligible
-from transforms.validation import check_int, is_int
+from winnow.transforms.schema import ERRORS_TAG, ID, TEXT, ZIPFIT_ALIGNMENT, is_eligible
+from winnow.transforms.validation import check_int, is_int
 
 __all__ = [
     "ZipfitConfig",
