@@ -2,7 +2,8 @@
 
 Errors a user can act on (bad flags, unreadable inputs, a failed job's cause) are printed as one
 line, ``winnow <command>: error: ...``, with exit code 2 (a bad flag or input, found before the
-job runs) or 1 (the job failed) — not as a traceback. ``WINNOW_DEBUG=1`` shows the traceback too.
+job runs) or 1 (the job failed) — not as a traceback. Ctrl-C prints one line (how far the run got,
+and that ``--resume`` continues it) and exits 130. ``WINNOW_DEBUG=1`` shows the traceback too.
 """
 
 import faulthandler
@@ -73,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return commands[command](rest)
-    except SystemExit as exit_request:  # argparse: --help (0) or a malformed flag (2), already printed
+    except SystemExit as exit_request:  # argparse: --help (0), already printed
         return exit_request.code
+    except KeyboardInterrupt as interrupt:
+        print(f"winnow {command}: {interrupt or 'interrupted'}", file=sys.stderr)
+        return 130
     except (options.UsageError, io.InputError, runner.JobFailed) as err:
         if debug:
             raise

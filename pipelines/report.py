@@ -14,7 +14,6 @@ from apache_beam.io.filesystems import FileSystems
 
 from winnow.transforms import schema
 
-STATS_FILE = "_winnow_stats.json"
 MAX_BARS = 30  # longest bar chart: the largest clusters / busiest stages
 VERSIONED_PACKAGES = ("winnow", "apache-beam", "numpy", "pyarrow", "scikit-learn", "datasketch", "zstandard")
 
@@ -30,21 +29,17 @@ def versions() -> dict[str, str]:
     return found
 
 
-def accounting(outcomes: dict[str, int], invalid: dict[str, int]) -> dict:
-    """Counts from per-outcome totals (``selected`` or a drop reason) and invalid reasons.
-
-    ``input`` is ``selected + sum(dropped) + invalid``; ``build_report`` checks it against the
-    reader's own count of records read, so a record lost between stages fails the run.
-    """
+def accounting(outcomes: dict[str, int], invalid: dict[str, int], records_read: int) -> dict:
+    """Counts from per-outcome totals (``selected`` or a drop reason), invalid reasons, and the records read."""
     dropped = {reason: n for reason, n in sorted(outcomes.items()) if reason != schema.SELECTED}
     selected = outcomes.get(schema.SELECTED, 0)
     n_invalid = sum(invalid.values())
     return {
-        "input": selected + sum(dropped.values()) + n_invalid,
+        "input": records_read,
         "valid": selected + sum(dropped.values()),
         "invalid": n_invalid,
         "invalid_by_reason": dict(sorted(invalid.items())),
-        "duplicates": sum(dropped.get(r, 0) for r in (schema.EXACT_DUPLICATE, schema.NEAR_DUPLICATE, schema.SEMANTIC_DUPLICATE)),
+        "duplicates": sum(dropped.get(r, 0) for r in schema.DUPLICATE_REASONS),
         "selected": selected,
         "dropped": dropped,
     }
@@ -60,23 +55,81 @@ def write_text(path: str, text: str) -> None:
         handle.write(text.encode("utf-8"))
 
 
-def build_report(stats: dict, records_read: int | None, command: list[str], options: dict, timings: dict, warnings: list[str]) -> dict:
-    """The report.json document. ``records_read`` is the reader's counter when the runner reports metrics."""
-    counts = accounting(stats.get("outcomes", {}), stats.get("invalid", {}))
-    counts["target_invalid"] = sum(stats.get("target_invalid", {}).values())
-    checks = {}
-    if records_read is not None:
-        checks["input_equals_records_read"] = counts["input"] == records_read
+def build_report(job, stats: dict, read_stats: dict, table, command: list[str], beam_flags: list[str], timings: dict, result) -> dict:
+    """The report.json document of a finished run.
+
+    Raises:
+        JobFailed (from runner): the accounting does not add up, or no record at all was valid.
+    """
+    from winnow.pipelines import runner
+
+    counts = accounting(stats["counts"]["outcomes"], stats["counts"]["invalid"], read_stats["records"])
+    fit = table.fit_state().stats if table.fit_complete() else {}
+    counts["target_invalid"] = sum(fit.get("target_invalid", {}).values())
+    checks = {
+        "selected_dropped_invalid_equal_records_read": counts["selected"] + sum(counts["dropped"].values()) + counts["invalid"] == counts["input"],
+        "selected_rows_written": stats["written"] == counts["selected"],
+    }
+    checked_by = ["counts in the pipeline (features markers of the score pass; outcome counts of the decide pass; rows written)"]
+    counters = runner.counters(result, "winnow.decide")
+    if counters is not None:
+        checks["beam_counters_agree"] = counters.get(schema.SELECTED, 0) == counts["selected"]
+        checked_by.append("Beam counters (winnow.decide)")
+    if not all(checks.values()):
+        raise runner.JobFailed(f"accounting check failed: {checks}; counts {counts}")
+    if counts["input"] and not counts["valid"]:
+        raise runner.JobFailed(f"no valid record among the {counts['input']} read ({counts['invalid_by_reason']}); see {job.output}/errors/")
+    metrics = {name: value for name, value in sorted(stats.items()) if name not in ("counts", "written", "samples")}
+    metrics.update({f"fit_{name}": value for name, value in fit.items() if name != "target_invalid"})
+    warnings = selection_warnings(job, stats, read_stats)
+    timings = {**timings, "total": round(sum(timings.values()), 3)}
     return {
         "command": command,
-        "options": options,
+        "options": {"job": _jsonable(job), "beam_flags": beam_flags},
         "counts": counts,
         "checks": checks,
-        "metrics": {name: value for name, value in sorted(stats.items()) if name not in ("outcomes", "invalid", "target_invalid")},
+        "checked_by": checked_by,
+        "metrics": metrics,
+        "samples": stats.get("samples", {}),
         "timings_s": timings,
+        "stage_busy_s": runner.stage_seconds(result),
         "warnings": warnings,
         "versions": versions(),
     }
+
+
+def selection_warnings(job, stats: dict, read_stats: dict) -> list[str]:
+    """Fewer eligible records than asked for; fields turned into strings; a selection less diverse than random."""
+    warnings = []
+    pool = sum(stats["selection"]["pool"].values()) if stats.get("selection") else 0
+    quota = job.deciding.quota
+    if quota.n is not None and quota.n > pool:
+        warnings.append(f"--num-select {quota.n} is more than the {pool} eligible records; all {pool} were selected")
+    for name in read_stats["conflicts"]:
+        warnings.append(f"input field {name!r} has values of conflicting types; it is written as a string column")
+    vendi = stats.get("vendi", {})
+    if "selected" in vendi and "random" in vendi and vendi["selected"]["vendi_score"] < vendi["random"]["vendi_score"]:
+        warnings.append(f"the selection is less diverse than a random subset of its size: Vendi {vendi['selected']['vendi_score']:.2f} "
+                        f"vs {vendi['random']['vendi_score']:.2f}")
+    return warnings
+
+
+def _jsonable(value):
+    import dataclasses
+
+    if dataclasses.is_dataclass(value):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+def write(output: str, document: dict) -> None:
+    """report.html, then report.json: its presence marks a complete run."""
+    write_text(FileSystems.join(output, "report.html"), render_html(document))
+    write_text(FileSystems.join(output, "report.json"), json.dumps(document, indent=2, sort_keys=True, default=str))
 
 
 def _bar_chart(title: str, values: dict[str, float]) -> str:

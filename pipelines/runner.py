@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -20,14 +19,12 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, PortableOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 
-from winnow.pipelines import report
 from winnow.pipelines.options import UsageError
-from winnow.transforms import io, schema
 
 LOG = logging.getLogger("winnow")
 LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner")
 TIMED_FLUSH_EXPERIMENT = "data_buffer_time_limit_ms"
-OUTPUT_ENTRIES = ("selected", "scores", "errors", "report.json", "report.html", report.STATS_FILE)
+STATS_FILE = "_winnow_stats.json"
 
 
 class JobFailed(Exception):
@@ -98,43 +95,63 @@ def disable_timed_data_flushes() -> None:
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
 
 
-def prepare_output(output: str, overwrite: bool) -> None:
-    """Refuse an output directory holding a previous run, or clear winnow's entries with ``overwrite``.
+# Every entry winnow makes in an output directory (``--overwrite`` clears exactly these).
+OUTPUT_ENTRIES = ("selected", "scores", "errors", "features", "report.json", "report.html", STATS_FILE)
+TEMPORARY_MARK = ".inprogress-"
 
-    Only winnow's own entries (``OUTPUT_ENTRIES``) are deleted; a run never mixes with another.
+
+def prepare_output(output: str, mode: str, reads_from: str | None = None) -> None:
+    """Check the output directory for a run of ``mode`` ("new", "overwrite" or "resume") and create it.
+
+    "new" refuses a directory holding any entry winnow makes; "overwrite" deletes them first (but
+    refuses when ``reads_from``, a features table this run reads, lies inside ``output``);
+    "resume" keeps them. Leftover temporary files of a killed run are removed in every mode.
 
     Raises:
-        UsageError: the directory holds a previous run's output and ``overwrite`` is false.
+        UsageError: the directory is a file, cannot be created, holds a run (mode "new"), or holds
+            the features table the run reads (mode "overwrite").
     """
     if os.path.isfile(output):  # a local file; object stores (gs://...) have no files in the way of a prefix
         raise UsageError(f"--output {output}: is a file, not a directory")
     existing = [FileSystems.join(output, name) for name in OUTPUT_ENTRIES if FileSystems.exists(FileSystems.join(output, name))]
-    if existing and not overwrite:
-        raise UsageError(f"--output {output} already holds a run ({', '.join(existing)}); pass --overwrite to replace it")
-    if existing:
+    if existing and mode == "new":
+        raise UsageError(f"--output {output} already holds a run ({', '.join(existing)}); pass --overwrite to replace it or --resume to continue it")
+    if existing and mode == "overwrite":
+        if reads_from is not None and _inside(reads_from, output):
+            raise UsageError(f"--overwrite would delete {reads_from}, the --features table this run reads; write to another --output")
         FileSystems.delete(existing)
     if not FileSystems.exists(output):
         try:
             FileSystems.mkdirs(output)
         except OSError as err:
             raise UsageError(f"--output {output}: cannot create the directory ({err})") from None
+    clean_temporary(output)
+
+
+def _inside(path: str, directory: str) -> bool:
+    path, directory = path.rstrip("/"), directory.rstrip("/")
+    if _is_local(path) and _is_local(directory):
+        path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return path == directory or path.startswith(directory + "/")
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def clean_temporary(output: str) -> None:
+    """Delete every temporary file winnow left under ``output`` (``*.inprogress-*``: a killed write)."""
+    for kind in ("selected", "scores", "errors", "features"):
+        matched = FileSystems.match([FileSystems.join(output, kind, f"*{TEMPORARY_MARK}*")])[0].metadata_list
+        if matched:
+            FileSystems.delete([meta.path for meta in matched])
+    if FileSystems.exists(FileSystems.join(output, STATS_FILE)):
+        FileSystems.delete([FileSystems.join(output, STATS_FILE)])
 
 
 def camel(name: str) -> str:
     """A snake_case name as the CamelCase part of a step label: ``target_invalid`` -> ``TargetInvalid``."""
     return name.title().replace("_", "")
-
-
-def collect_stats(stats: dict[str, beam.PCollection], output: str) -> None:
-    """Write the singleton stats PCollections as one JSON object ``{name: value}`` to ``output``."""
-    pairs = [stats[name] | f"Name{camel(name)}" >> beam.Map(lambda value, n=name: (n, value)) for name in sorted(stats)]
-    (
-        pairs
-        | "FlattenStats" >> beam.Flatten()
-        | "StatsToDict" >> beam.combiners.ToDict()
-        | "StatsToJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True, default=_json_default))
-        | "WriteStats" >> beam.io.WriteToText(FileSystems.join(output, report.STATS_FILE), shard_name_template="")
-    )
 
 
 def _json_default(value):
@@ -143,90 +160,62 @@ def _json_default(value):
     return str(value)
 
 
-def outcome_stats(records: beam.PCollection, errors: beam.PCollection) -> dict[str, beam.PCollection]:
-    """``outcomes``: {selected or drop reason: count}; ``invalid``: {reason: count} of input errors.
+def collect_stats(pipeline: beam.Pipeline, stats: dict[str, beam.PCollection], path: str) -> None:
+    """Write the singleton stats PCollections as one JSON object ``{name: value}`` to ``path`` (no Beam temp files)."""
 
-    Errors of the target set (``"role": "target"``) are counted apart, as ``target_invalid``:
-    they are not records of the input.
-    """
-    outcomes = (
-        records
-        | "Outcome" >> beam.Map(lambda r: schema.SELECTED if r.get(schema.SELECTED) else r[schema.DROP_REASON])
-        | "CountOutcomes" >> beam.combiners.Count.PerElement()
-        | "OutcomesToDict" >> beam.combiners.ToDict()
-    )
-    by_role = errors | "SplitByRole" >> beam.Partition(lambda e, _: int(e.get("role") == io.TARGET_ROLE), 2)
-    counts = {}
-    for name, role_errors in (("invalid", by_role[0]), ("target_invalid", by_role[1])):
-        counts[name] = (
-            role_errors
-            | f"Reason{camel(name)}" >> beam.Map(lambda e: e["reason"])
-            | f"Count{camel(name)}" >> beam.combiners.Count.PerElement()
-            | f"{camel(name)}ToDict" >> beam.combiners.ToDict()
-        )
-    return {"outcomes": outcomes, **counts}
+    def write(_, **values):
+        with FileSystems.create(path, mime_type="application/json") as handle:
+            handle.write(json.dumps(values, sort_keys=True, default=_json_default).encode("utf-8"))
 
-
-def write_outputs(decided: beam.PCollection, errors: beam.PCollection, output: str, selected_schema, write_scores: bool) -> beam.PCollection:
-    """Write ``selected/``, optionally ``scores/``, and ``errors/``; return the selected records."""
-    selected = decided | "KeepSelected" >> beam.Filter(lambda r: r[schema.SELECTED])
-    selected | "WriteSelected" >> io.WriteParquet(f"{output}/selected/part", selected_schema)
-    if write_scores:
-        decided | "WriteScores" >> io.WriteParquet(f"{output}/scores/part", io.scores_schema())
-    errors | "WriteErrors" >> io.WriteErrors(f"{output}/errors/part")
-    return selected
-
-
-def execute(name: str, argv: list[str], output: str, overwrite: bool, beam_flags: list[str], build, job_options: dict, warnings_fn) -> dict:
-    """Prepare ``output``, build the pipeline with ``build(pipeline)``, run it, write the report.
-
-    Returns the report document. Raises UsageError (output in use) or JobFailed.
-    """
-    started = time.perf_counter()
-    pipeline = make_pipeline(beam_flags)
-    prepare_output(output, overwrite)
-    build(pipeline)
-    built = time.perf_counter()
-    stages = [part.full_label for part in pipeline.transforms_stack[0].parts]
-    LOG.info("%s: pipeline built in %.1fs; running %d stages", name, built - started, len(stages))
-    LOG.debug("%s: stages %s", name, ", ".join(stages))
-    result = run(pipeline)
-    ran = time.perf_counter()
-    document = finish(
-        output, result, ["winnow", name, *argv], {**job_options, "beam_flags": beam_flags},
-        {"build": round(built - started, 3), "run": round(ran - built, 3)}, warnings_fn,
-    )
-    counts = document["counts"]
-    for warning in document["warnings"]:
-        LOG.warning("%s: %s", name, warning)
-    LOG.info("%s: finished in %.1fs; busiest stages (s): %s", name, document["timings_s"]["total"],
-             ", ".join(f"{stage} {secs}" for stage, secs in list(document["stage_busy_s"].items())[:5]))
-    LOG.info("%s: read %d, invalid %d, selected %d, dropped %s -> %s",
-             name, counts["input"], counts["invalid"], counts["selected"], counts["dropped"], output)
-    return document
+    _ = pipeline | "StatsSeed" >> beam.Create([None]) | "WriteStats" >> beam.Map(
+        write, **{name: beam.pvalue.AsSingleton(value) for name, value in stats.items()})
 
 
 _CAUSE = re.compile(r"(?:InputError|UsageError|ValueError): (.+)")
+_WHERE = re.compile(r" \[while running [^\]]*\]")
 
 
 def run(pipeline: beam.Pipeline) -> beam.runners.runner.PipelineResult:
-    """Run to completion; a failure becomes ``JobFailed`` carrying the root cause's message."""
+    """Run to completion; a failure becomes ``JobFailed`` carrying the root cause's message.
+
+    Ctrl-C reaches the local runner's threads as a ``KeyboardInterrupt`` wrapped in a RuntimeError:
+    both become ``KeyboardInterrupt`` here, for the command to report as an interrupt.
+    """
     try:
         result = pipeline.run()
         result.wait_until_finish()
+    except KeyboardInterrupt:
+        raise
     except Exception as err:  # Beam wraps worker exceptions in runner-specific types
-        causes = _CAUSE.findall(str(err))
-        raise JobFailed(causes[-1] if causes else f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}") from err
+        if "KeyboardInterrupt" in str(err):
+            raise KeyboardInterrupt from None
+        message = str(err).strip()
+        causes = _CAUSE.findall(message)
+        if causes:
+            cause = causes[-1]
+        elif isinstance(err, ValueError):  # winnow's own checks raise ValueError with the whole message
+            cause = message
+        else:
+            cause = f"{type(err).__name__}: {message.splitlines()[-1] if message else ''}"
+        raise JobFailed(_WHERE.sub("", cause)) from err
     return result
 
 
-def records_read(result) -> int | None:
-    """The reader's ``records_read`` counter, or None when the runner does not report metrics."""
+def counters(result, namespace: str) -> dict[str, int] | None:
+    """The committed Beam counters of ``namespace``, or None when the runner reports no metrics."""
     try:
-        counters = result.metrics().query(MetricsFilter().with_namespace(io.NAMESPACE).with_name("records_read"))["counters"]
+        found = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
     except (NotImplementedError, AttributeError, KeyError):
         return None
-    return sum(c.committed or 0 for c in counters) if counters else 0
+    totals: dict[str, int] = {}
+    for counter in found:
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (counter.committed or 0)
+    return totals
+
+
+def is_local(beam_flags: list[str]) -> bool:
+    """The run uses the local FnApiRunner (progress files and Ctrl-C reach it)."""
+    return PipelineOptions(beam_flags).view_as(StandardOptions).runner in LOCAL_RUNNERS
 
 
 STAGE_TIME_METRIC = "ptransform_execution_time:total_msecs"
@@ -248,25 +237,3 @@ def stage_seconds(result) -> dict[str, float]:
             stage = counter.key.step.split("/")[0]
             msecs[stage] = msecs.get(stage, 0) + (counter.committed or 0)
     return {stage: round(total / 1000, 3) for stage, total in sorted(msecs.items(), key=lambda kv: -kv[1]) if total}
-
-
-def finish(output: str, result, command: list[str], options: dict, timings: dict, warnings_fn) -> dict:
-    """Turn the run's stats into report.json and report.html; return the report.
-
-    ``warnings_fn(stats) -> list[str]`` adds the job's warnings (e.g. fewer eligible records than asked for).
-    """
-    started = time.perf_counter()
-    stats_path = FileSystems.join(output, report.STATS_FILE)
-    stats = report.read_json(stats_path)
-    FileSystems.delete([stats_path])
-    timings = {**timings, "report": 0.0}
-    document = report.build_report(stats, records_read(result), command, options, timings, warnings_fn(stats))
-    document["stage_busy_s"] = stage_seconds(result)
-    if not all(document["checks"].values()):
-        raise JobFailed(f"accounting check failed: {document['checks']}; counts {document['counts']}")
-    document["timings_s"]["report"] = round(time.perf_counter() - started, 3)
-    document["timings_s"]["total"] = round(sum(v for k, v in document["timings_s"].items() if k != "total"), 3)
-    report.write_text(FileSystems.join(output, "report.html"), report.render_html(document))
-    # report.json last: its presence marks a complete run.
-    report.write_text(FileSystems.join(output, "report.json"), json.dumps(document, indent=2, sort_keys=True))
-    return document

@@ -1,4 +1,4 @@
-"""``winnow dedup`` and ``winnow select --dedup`` end to end on the demo corpus's planted copies."""
+"""``winnow dedup`` and ``select --dedup`` end to end: planted copies, modes, dedup indexes (--index/--against), the guard."""
 
 import json
 
@@ -6,11 +6,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from winnow.pipelines import cli
+from examples import make_demo_corpus
+from winnow.pipelines import cli, dedup_index
+from winnow.transforms import schema
 
 
 def _table(directory):
     return pa.concat_tables(pq.read_table(p) for p in sorted(directory.glob("*.parquet")))
+
+
+def _report(output):
+    return json.loads((output / "report.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +29,8 @@ def dedup_run(demo_corpus, tmp_path_factory):
 
 def _root(scores: dict, doc_id: str) -> str:
     """Follow duplicate_of to the record its cluster kept."""
-    while scores[doc_id]["duplicate_of"] is not None:
-        doc_id = scores[doc_id]["duplicate_of"]
+    while scores[doc_id][schema.DUPLICATE_OF] is not None:
+        doc_id = scores[doc_id][schema.DUPLICATE_OF]
     return doc_id
 
 
@@ -32,47 +38,111 @@ def test_each_planted_copy_ends_in_its_originals_cluster_and_the_smallest_id_is_
     demo_dir, output = dedup_run
     scores = {r["id"]: r for r in _table(output / "scores").to_pylist()}
     kept = set(_table(output / "selected").column("id").to_pylist())
-    copies = {r["id"]: r["copy_of"] for r in _planted_records(demo_dir) if r["variant"] == "exact_copy"}
+    planted = _table(demo_dir / "raw").to_pylist()  # the Parquet shard as the corpus builder wrote it
+    copies = {r["id"]: r["copy_of"] for r in planted if r["variant"] == "exact_copy"}
     assert copies
     for copy_id, original in copies.items():
         root = _root(scores, copy_id)
-        assert root == _root(scores, original) and root in kept
-        assert root <= min(copy_id, original)
-        dropped = max(copy_id, original)
-        assert scores[dropped]["drop_reason"] == "exact_duplicate"
-    assert all(scores[i]["duplicate_of"] < i for i in scores if scores[i]["duplicate_of"])
-    assert all(scores[i]["drop_reason"] is None for i in kept)
-
-
-def _planted_records(demo_dir):
-    """The raw records of the demo's Parquet shard as the corpus builder wrote them (variant, copy_of)."""
-    return _table(demo_dir / "raw").to_pylist()
+        assert root == _root(scores, original) and root in kept and root <= min(copy_id, original)
+    assert all(scores[i][schema.DUPLICATE_OF] < i for i in scores if scores[i][schema.DUPLICATE_OF])
+    assert all(scores[i][schema.DROP_REASON] is None for i in kept)
 
 
 def test_dedup_accounting_and_report(dedup_run):
     _, output = dedup_run
-    report = json.loads((output / "report.json").read_text())
+    report = _report(output)
     counts = report["counts"]
     assert counts["selected"] == _table(output / "selected").num_rows
     assert counts["selected"] + counts["duplicates"] + counts["invalid"] == counts["input"]
-    assert report["checks"] == {"input_equals_records_read": True}
-    assert report["metrics"]["dedup_minhash"]["connected_components"]["converged"] is True
-    assert report["metrics"]["dedup_minhash"]["near_duplicates"] == counts["dropped"]["near_duplicate"]
+    assert all(report["checks"].values())
+    near = report["metrics"]["dedup_minhash"]
+    assert near["connected_components"]["converged"] is True
+    assert near["near_duplicates"] == counts["dropped"]["near_duplicate"] and near["config"]["false_negative_weight"] == 0.8
+
+
+@pytest.mark.parametrize("mode, reasons", [("exact", {"exact_duplicate"}), ("minhash", {"near_duplicate"})])
+def test_dedup_runs_one_kind_alone(demo_corpus, tmp_path, mode, reasons):
+    demo_dir, _ = demo_corpus
+    output = tmp_path / mode
+    assert cli.main(["dedup", "--input", str(demo_dir / "raw" / "*"), "--output", str(output), "--dedup", mode]) == 0
+    assert set(_report(output)["counts"]["dropped"]) == reasons
 
 
 def test_select_with_dedup_never_selects_a_duplicate(demo_corpus, tmp_path):
     demo_dir, _ = demo_corpus
     output = tmp_path / "out"
     assert cli.main(["select", "--method", "random", "--input", str(demo_dir / "raw" / "*"), "--output", str(output), "--dedup", "minhash,exact",
-                     "--fraction", "1.0", "--write-scores"]) == 0
-    report = json.loads((output / "report.json").read_text())
-    assert report["options"]["dedup"] == "exact,minhash"
+                     "--fraction", "1.0"]) == 0
+    report = _report(output)
+    assert report["options"]["job"]["deciding"]["dedup"] == "exact,minhash"
     selected = _table(output / "selected").to_pylist()
     texts = [" ".join(r["text"].casefold().split()) for r in selected]
     assert len(set(texts)) == len(texts)  # no two selected records share their normalized text
     assert len(selected) == report["counts"]["valid"] - report["counts"]["duplicates"]
 
 
-def test_bad_dedup_value_is_a_usage_error(tmp_path, capsys):
+def test_bad_dedup_values_are_usage_errors(tmp_path, capsys):
     assert cli.main(["select", "--input", "x.jsonl", "--output", str(tmp_path), "--dedup", "fuzzy"]) == 2
     assert "expected one of none, exact, minhash, exact,minhash" in capsys.readouterr().err
+    assert cli.main(["dedup", "--input", "x.jsonl", "--output", str(tmp_path), "--dedup", "none"]) == 2
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def _write_jsonl(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def test_incremental_dedup_against_an_index_matches_one_run_over_everything(tmp_path):
+    raw, _ = make_demo_corpus.build(code_docs=120)
+    old, new = raw[: len(raw) * 4 // 5], raw[len(raw) * 4 // 5 :]
+    old_glob = _write_jsonl(tmp_path / "old" / "a.jsonl", old)
+    new_glob = _write_jsonl(tmp_path / "new" / "b.jsonl", new)
+    index = tmp_path / "index"
+    assert cli.main(["dedup", "--input", old_glob, "--output", str(tmp_path / "o1"), "--index", str(index)]) == 0
+    manifest = json.loads((index / "index.json").read_text())
+    assert sum(s["rows"] for s in manifest["shards"]) == _report(tmp_path / "o1")["counts"]["selected"]
+    assert manifest["options"]["signature"]["num_perm"] == 128
+    assert cli.main(["dedup", "--input", new_glob, "--output", str(tmp_path / "o2"), "--against", str(index), "--write-scores"]) == 0
+    assert cli.main(["dedup", "--input", old_glob, "--input", new_glob, "--output", str(tmp_path / "all")]) == 0
+    kept_old, kept_new = (set(_table(tmp_path / o / "selected").column("id").to_pylist()) for o in ("o1", "o2"))
+    whole = set(_table(tmp_path / "all" / "selected").column("id").to_pylist())
+    # indexed documents keep priority, so which record of a group is kept can differ from one run over
+    # everything (a new record with a smaller id); how many are kept does not, up to LSH star centres
+    assert abs(len(kept_old | kept_new) - len(whole)) <= len(raw) // 100
+    assert kept_old == set(_table(tmp_path / "o1" / "selected").column("id").to_pylist()) and not kept_old & kept_new
+    scores = _table(tmp_path / "o2" / "scores").to_pylist()
+    old_ids = {r["id"] for r in old}
+    indexed = [r for r in scores if r[schema.DUPLICATE_SOURCE] is not None]
+    assert indexed and all(r[schema.DUPLICATE_SOURCE] == str(index) and r[schema.DUPLICATE_OF] in old_ids for r in indexed)
+    assert all(r[schema.DUPLICATE_OF] not in old_ids for r in scores if r[schema.DUPLICATE_OF] and r[schema.DUPLICATE_SOURCE] is None)
+
+
+def test_an_index_is_appended_to_and_checked_against_the_run(tmp_path, capsys):
+    raw, _ = make_demo_corpus.build(code_docs=30)
+    first = _write_jsonl(tmp_path / "a" / "a.jsonl", raw[:200])
+    second = _write_jsonl(tmp_path / "b" / "b.jsonl", raw[200:])
+    index = tmp_path / "index"
+    assert cli.main(["dedup", "--input", first, "--output", str(tmp_path / "o1"), "--index", str(index)]) == 0
+    assert cli.main(["dedup", "--input", second, "--output", str(tmp_path / "o2"), "--index", str(index), "--against", str(index)]) == 0
+    shards = json.loads((index / "index.json").read_text())["shards"]
+    assert len(shards) == 2 and sum(s["rows"] for s in shards) == sum(_report(tmp_path / o)["counts"]["selected"] for o in ("o1", "o2"))
+    assert cli.main(["dedup", "--input", second, "--output", str(tmp_path / "o3"), "--against", str(index), "--num-perm", "64"]) == 2
+    assert f"--against {index}: the index's MinHash num_perm is 128, this run's 64" in capsys.readouterr().err
+    assert cli.main(["dedup", "--input", second, "--output", str(tmp_path / "o4"), "--index", str(index), "--shingle", "3"]) == 2
+    assert "was written with other options" in capsys.readouterr().err
+    assert cli.main(["dedup", "--input", second, "--output", str(tmp_path / "o5"), "--against", str(tmp_path / "a")]) == 2
+    assert "not a winnow dedup index" in capsys.readouterr().err
+
+
+def test_index_round_trip_keeps_ids_hashes_and_signatures(tmp_path):
+    raw, _ = make_demo_corpus.build(code_docs=10)
+    path = _write_jsonl(tmp_path / "a" / "a.jsonl", [{"id": i, "text": r["text"]} for i, r in enumerate(raw[:50])])
+    index = tmp_path / "index"
+    assert cli.main(["dedup", "--input", path, "--output", str(tmp_path / "o"), "--index", str(index)]) == 0
+    manifest = dedup_index.read_manifest(str(index))
+    rows = pa.concat_tables(pq.read_table(index / s["name"]) for s in manifest["shards"])
+    assert rows.column("id").type == pa.int64()  # the input's id type, kept
+    assert rows.schema.field("signature").type == pa.list_(pa.uint32(), 128) and rows.schema.field("exact_hash").type == pa.binary(16)
+    assert sorted(rows.column("id").to_pylist()) == sorted(_table(tmp_path / "o" / "selected").column("id").to_pylist())

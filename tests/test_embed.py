@@ -1,33 +1,37 @@
-"""Tests for transforms/embed.py: hand-worked tf-idf, scikit-learn references, the SVD, the PTransform."""
+"""Tests for transforms/embed.py: hand-worked tf-idf, scikit-learn references, the SVD, the seeded fit
+sample, and FitProjection / Embed (Arrow tables in and out)."""
 
-import hashlib
 import math
+import random
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfTransformer
 
 from examples.make_demo_corpus import build
-from tests.helpers import local_pipeline
-from winnow.transforms import schema, vendi
+from helpers import local_pipeline
+from winnow.transforms import seeded
 from winnow.transforms.embed import (
     DEFAULT_DIM,
     EMBEDDING,
-    NAMESPACE,
+    SAMPLE_TEXT_CHARS,
     Embed,
     EmbedConfig,
+    FitProjection,
     embed_texts,
     fallback_vectors,
-    field_vector,
+    fit_on_sample,
     fit_projection,
     make_vectorizer,
-    sample_rank,
+    projection_stats,
+    sample_entries,
     tfidf_rows,
 )
+from winnow.transforms.text import TokenHasher
 
 
 @pytest.fixture(scope="module")
@@ -70,18 +74,13 @@ def test_config_defaults_and_list_ngram_range():
     assert config.ngram_range == (2, 3)
     assert config.hashed_dim == DEFAULT_DIM == 256
     assert EmbedConfig(dim=32).hashed_dim == 32
-    with pytest.raises(TypeError, match="EmbedConfig"):
-        Embed({"dim": 8})
+    defaults = EmbedConfig()
+    assert (defaults.analyzer, defaults.ngram_range, defaults.projection, defaults.seed) == ("word", (1, 2), "svd", 0)
+    with pytest.raises(ValueError, match="ngram_range"):
+        EmbedConfig(ngram_range=(1,))
 
 
 # --- core ------------------------------------------------------------------------------------
-
-
-def test_sample_rank_is_a_seeded_blake2b():
-    expected = hashlib.blake2b(b"3:doc-1", digest_size=8, person=b"winnow-sample").digest()
-    assert sample_rank(3, "doc-1") == int.from_bytes(expected, "big")
-    assert sample_rank(3, "doc-1") != sample_rank(4, "doc-1")
-    assert sample_rank(3, "doc-1") != sample_rank(3, "doc-2")
 
 
 def test_vectorizer_counts_wordpunct_unigrams_and_bigrams():
@@ -193,68 +192,106 @@ def test_empty_fit_sample_still_embeds_every_text():
     assert empty.tolist() == [True] and np.linalg.norm(vectors[0]) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize(
-    "value, dim, why",
-    [
-        (None, 2, vendi.NO_EMBEDDING),
-        (["a", "b"], 2, vendi.NOT_NUMERIC),
-        ([[1.0, 2.0]], 2, vendi.BAD_SHAPE),
-        ([1.0, float("nan")], 2, vendi.NON_FINITE),
-        ([0.0, 0.0], 2, vendi.ZERO_NORM),
-        ([1.0, 2.0, 3.0], 2, vendi.DIM_MISMATCH),
-    ],
-)
-def test_field_vector_rejects_unusable_values(value, dim, why):
-    assert field_vector(value, dim) == (None, why)
+@pytest.mark.parametrize("ngram_range, max_n", [((1, 2), 2), ((1, 2), 3), ((2, 2), 2), ((2, 3), 3), ((1, 1), 2)])
+def test_transform_with_shared_ngram_hashes_equals_hashing_itself(corpus, ngram_range, max_n):
+    """``grams`` covering ``ngram_range`` (hashed once for DSIR and the embedding) give the same counts."""
+    vectorizer = make_vectorizer(EmbedConfig(ngram_range=ngram_range))
+    texts = [r["text"] for r in corpus[:30]] + ["", "x"]
+    shared = TokenHasher().ngram_hashes(texts, max_n)
+    own = vectorizer.transform(texts)
+    assert (vectorizer.transform(texts, shared) != own).nnz == 0
+    assert own.shape == (len(texts), 2**20) and own.dtype == np.float32
 
 
-def test_field_vector_normalizes_and_accepts_any_length_without_dim():
-    vector, why = field_vector([3, 4], 2)
-    assert why is None and vector.dtype == np.float32
-    np.testing.assert_allclose(vector, [0.6, 0.8])
-    assert field_vector([1.0, 0.0, 0.0], None)[0].shape == (3,)
-
-
-# --- PTransform ------------------------------------------------------------------------------
-
-
-def test_embed_pipeline_matches_the_core_and_routes_bad_and_dropped_records(corpus):
-    config = EmbedConfig(dim=32, sample_size=10_000)
-    records = corpus[:120]
-    dropped = schema.drop({"id": "zz-dropped", "text": "a short one"}, schema.TOO_SHORT)
-    bad = {"id": "zz-bad", "text": None}
+def test_embed_texts_with_shared_ngram_hashes(corpus):
+    config = EmbedConfig(dim=16)
     vectorizer = make_vectorizer(config)
-    projection = fit_projection([r["text"] for r in sorted(records, key=lambda r: r["id"])], vectorizer, config)
+    texts = [r["text"] for r in corpus[:40]]
+    projection = fit_projection(texts, vectorizer, config)
+    vectors, empty = embed_texts(texts, vectorizer, projection)
+    shared, shared_empty = embed_texts(texts, vectorizer, projection, TokenHasher().ngram_hashes(texts, 3))
+    np.testing.assert_array_equal(shared, vectors)
+    np.testing.assert_array_equal(shared_empty, empty)
+
+
+def test_embed_texts_of_no_texts_with_a_char_analyzer():
+    config = EmbedConfig(dim=4, analyzer="char_wb", ngram_range=(3, 3))
+    vectorizer = make_vectorizer(config)
+    projection = fit_projection(["abc abd", "abc abe"], vectorizer, config)
+    vectors, empty = embed_texts([], vectorizer, projection)
+    assert vectors.shape == (0, 4) and empty.shape == (0,)
+
+
+def test_embed_texts_of_no_texts_with_the_word_analyzer():
+    config = EmbedConfig(dim=4)
+    vectorizer = make_vectorizer(config)
+    projection = fit_projection(["a b", "a c"], vectorizer, config)
+    vectors, empty = embed_texts([], vectorizer, projection)
+    assert vectors.shape == (0, 4) and vectors.dtype == np.float32 and empty.shape == (0,)
+
+
+# --- the fit sample --------------------------------------------------------------------------
+
+
+def test_sample_entries_are_seeded_ranks_ids_and_cut_texts():
+    long_text = "w" * (SAMPLE_TEXT_CHARS + 50)
+    entries = sample_entries(["a", 7], ["short", long_text], seed=3)
+    ranks = seeded.sample_rank(["a", 7], 3).tolist()
+    assert entries == [(ranks[0], "a", "short"), (ranks[1], "7", "w" * SAMPLE_TEXT_CHARS)]
+    assert sample_entries([], [], seed=3) == []
+
+
+def test_fit_on_sample_fits_in_id_order_whatever_the_entry_order(corpus):
+    config = EmbedConfig(dim=8)
+    records = corpus[:50]
+    entries = sample_entries([r["id"] for r in records], [r["text"] for r in records], seed=0)
+    shuffled = list(entries)
+    random.Random(1).shuffle(shuffled)
+    projection = fit_on_sample(shuffled, config)
+    expected = fit_projection([r["text"] for r in sorted(records, key=lambda r: r["id"])], make_vectorizer(config), config)
+    np.testing.assert_array_equal(projection.features, expected.features)
+    np.testing.assert_array_equal(projection.idf, expected.idf)
+    np.testing.assert_array_equal(projection.components, expected.components)
+    assert projection.sample_size == 50 and projection.energy == expected.energy
+
+
+def test_projection_stats():
+    config = EmbedConfig(ngram_range=(1, 1), dim=4)
+    projection = fit_projection(["a b", "a c", "a b"], make_vectorizer(config), config)
+    stats = projection_stats(projection, config)
+    assert stats == {"mode": "hashed", "dim": 4, "analyzer": "word", "ngram_range": [1, 1], "projection": "svd",
+                     "sample_size": 3, "vocabulary": 2, "svd_energy": pytest.approx(1.0, rel=1e-6)}
+    random_projection = EmbedConfig(ngram_range=(1, 1), dim=4, projection="random")
+    stats = projection_stats(fit_projection(["a b", "a c"], make_vectorizer(random_projection), random_projection), random_projection)
+    assert stats["svd_energy"] is None and stats["vocabulary"] == 1
+
+
+# --- PTransforms -----------------------------------------------------------------------------
+
+
+def test_fit_projection_and_embed_pipeline_tables_in_and_out(corpus):
+    config = EmbedConfig(dim=32, sample_size=100, seed=4)
+    records = [{"id": r["id"], "text": r["text"], "source": r["source"]} for r in corpus[:120]]
+    # the expected sample: the 100 smallest seeded ranks, fitted in id order
+    ranks = seeded.sample_rank([r["id"] for r in records], 4)
+    sample = sorted((records[i] for i in np.argsort(ranks)[:100]), key=lambda r: r["id"])
+    vectorizer = make_vectorizer(config)
+    projection = fit_projection([r["text"] for r in sample], vectorizer, config)
     vectors, _ = embed_texts([r["text"] for r in records], vectorizer, projection)
-    expected = {r["id"]: v.astype("<f4").tobytes() for r, v in zip(records, vectors)}
-    pipeline = local_pipeline()
-    out = pipeline | beam.Create(records + [dropped, bad]) | Embed(config)
-    got = out["records"] | beam.Map(lambda r: (r["id"], r.get(EMBEDDING)))  # float32 little-endian bytes
-    assert_that(got, equal_to(list(expected.items()) + [("zz-dropped", None)]), label="records")
-    reasons = out["errors"] | beam.Map(lambda e: (e["source"], e["reason"], "zz-bad" in e["raw"]))
-    assert_that(reasons, equal_to([("winnow.embed", "embed_failed: invalid_text", True)]), label="errors")
-    summary = out["stats"] | beam.Map(lambda s: (s["mode"], s["dim"], s["sample_size"], s["vocabulary"]))
-    assert_that(summary, equal_to([("hashed", 32, 120, len(projection.features))]), label="stats")
-    result = pipeline.run()
-    result.wait_until_finish()
-    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    exits = {c.key.metric.name: c.committed for c in counters if c.committed}
-    assert exits == {"embedded": 120, "passed_through": 1, "invalid_text": 1}  # one counted exit per record
+    expected = {r["id"]: v.tolist() for r, v in zip(records, vectors)}
 
+    def check_tables(tables):
+        assert sorted(t.num_rows for t in tables) == [50, 70]
+        got = {}
+        for table in tables:
+            assert table.column_names == ["id", "text", "source", EMBEDDING]
+            assert table.schema.field(EMBEDDING).type == pa.list_(pa.float32(), 32)
+            got.update(zip(table.column("id").to_pylist(), table.column(EMBEDDING).to_pylist()))
+        assert got == expected  # the same float32 bits as the core
 
-def test_embed_pipeline_reads_a_field_with_the_most_common_dimension():
-    records = [{"id": f"r{i}", "text": "t", "vec": [float(i + 1), 0.0, 1.0]} for i in range(5)]
-    records += [
-        {"id": "short", "text": "t", "vec": [1.0, 2.0]},
-        {"id": "zero", "text": "t", "vec": [0.0, 0.0, 0.0]},
-        schema.drop({"id": "gone", "text": "t"}, schema.EXACT_DUPLICATE),
-    ]
-    with local_pipeline() as pipeline:
-        out = pipeline | beam.Create(records) | Embed(EmbedConfig(embedding_field="vec"))
-        norms = out["records"] | beam.Map(
-            lambda r: (r["id"], round(float(np.linalg.norm(np.frombuffer(r[EMBEDDING], "<f4"))), 5) if EMBEDDING in r else None)
-        )
-        assert_that(norms, equal_to([(f"r{i}", 1.0) for i in range(5)] + [("gone", None)]), label="records")
-        reasons = out["errors"] | beam.Map(lambda e: e["reason"])
-        assert_that(reasons, equal_to(["embed_failed: dim_mismatch", "embed_failed: zero_norm"]), label="errors")
-        assert_that(out["stats"], equal_to([{"mode": "field", "field": "vec", "dim": 3}]), label="stats")
+    with local_pipeline() as p:
+        tables = p | beam.Create([pa.Table.from_pylist(records[:50]), pa.Table.from_pylist(records[50:])])
+        fitted = tables | FitProjection(config)
+        stats = fitted | beam.Map(projection_stats, config)
+        assert_that(stats, equal_to([projection_stats(projection, config)]), label="CheckProjection")
+        assert_that(tables | Embed(fitted, config), check_tables, label="CheckTables")

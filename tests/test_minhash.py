@@ -1,7 +1,6 @@
 """Tests for transforms/minhash.py: datasketch compatibility, hashing, banding, validation."""
 
-import struct
-import sys
+import re
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from winnow.transforms.minhash import (
     shingle_hashes,
     signatures_from_hashes,
 )
-from winnow.transforms.text import char_shingles, normalize_text, word_shingles
+from winnow.transforms.text import char_shingles, normalize_text, splitmix64, word_shingles
 
 EDGE_TEXTS = [
     "",
@@ -37,9 +36,14 @@ EDGE_TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def corpus_texts():
-    raw, _ = build(60)
-    return [r["text"] for r in raw[:40]] + EDGE_TEXTS
+def corpus():
+    """The demo corpus's raw records with 60 code chunks (~330 records with planted near copies)."""
+    return build(60)[0]
+
+
+@pytest.fixture(scope="module")
+def corpus_texts(corpus):
+    return [r["text"] for r in corpus[:40]] + EDGE_TEXTS
 
 
 def _datasketch_signature(text, kind, num_perm, seed, scheme):
@@ -123,10 +127,30 @@ def test_mix64_depends_on_order_and_boundaries():
     assert hashes[0] == hashes[3]
 
 
-def test_normalized_equals_normalize_text(corpus_texts):
-    every_space = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
-    texts = corpus_texts + [f"x{every_space}y{every_space}", every_space]
-    assert minhash._normalized(texts) == [normalize_text(t) for t in texts]
+@pytest.mark.parametrize("kind", ["word", "char"])
+def test_precomputed_normalized_texts_give_the_same_signatures(corpus_texts, kind, monkeypatch):
+    """``normalized=`` is only a shortcut: the hashes and signatures equal those of the raw texts."""
+    config = MinHashConfig(num_perm=32, shingle_kind=kind)
+    params = permutation_params(32, 1, "affine32")
+    normalized = [normalize_text(t) for t in corpus_texts]
+    expected = shingle_hashes(corpus_texts, 5, kind, "mix64")
+    got = shingle_hashes(corpus_texts, 5, kind, "mix64", normalized)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+    monkeypatch.setattr(minhash, "GROUP_CHARS", 3000)  # several runs: each gets its slice of `normalized`
+    np.testing.assert_array_equal(
+        minhash_signatures(corpus_texts, config, params, normalized), minhash_signatures(corpus_texts, config, params)
+    )
+
+
+def test_signatures_depend_on_the_normalized_text_only():
+    config = MinHashConfig(num_perm=16)
+    params = permutation_params(16, 1, "affine32")
+    plain = minhash_signatures(["one two three four five six"], config, params)
+    messy = minhash_signatures(["ONE  two\tthree ＦＯＵＲ five six "], config, params)  # same after normalize_text
+    np.testing.assert_array_equal(plain, messy)
+    other = minhash_signatures(["x"], config, params, normalized=["one two three four five six"])
+    np.testing.assert_array_equal(other, plain)  # the caller's normalized text is used as given
 
 
 def test_signatures_independent_of_batching_and_chunking(corpus_texts, monkeypatch):
@@ -171,19 +195,60 @@ def test_signature_estimates_jaccard():
         assert abs(estimate_jaccard(sig[0], sig[1]) - truth) < 4 * sigma
 
 
-def test_estimate_jaccard_hand_worked():
-    assert estimate_jaccard(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4])) == 0.75
+def test_estimate_jaccard_hand_worked_and_vectorised_over_the_last_axis():
+    one = estimate_jaccard(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4]))
+    assert one == 0.75 and np.shape(one) == ()
+    a = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [1, 1, 1, 1]], np.uint32)
+    b = np.array([[1, 2, 3, 4], [5, 0, 0, 0], [2, 2, 2, 2]], np.uint32)
+    pairs = estimate_jaccard(a, b)
+    assert pairs.dtype == np.float64 and pairs.tolist() == [1.0, 0.25, 0.0]
+    assert estimate_jaccard(a, a[1]).tolist() == [0.0, 1.0, 0.0]  # one signature against many (broadcast)
+
+
+def _band_key(rows: list[int], band: int) -> int:
+    """The docstring's band hash: start at splitmix64(band ^ salt), then chain each row value."""
+    key = splitmix64(np.array([np.uint64(band) ^ minhash._BAND_SALT], np.uint64))
+    for value in rows:
+        key = splitmix64(key * minhash._BAND_CHAIN + np.uint64(value))
+    return int(key[0])
 
 
 def test_band_keys_hand_worked():
-    sig = np.array([[1, 2, 3, 4, 5]], np.uint32)
-    assert band_keys(sig, 2, 2) == [
-        [b"\x00\x00" + struct.pack("<2I", 1, 2), b"\x00\x01" + struct.pack("<2I", 3, 4)]
-    ]
+    sig = np.array([[1, 2, 3, 4, 5], [1, 2, 9, 4, 5], [3, 4, 1, 2, 7]], np.uint32)
+    keys = band_keys(sig, 2, 2)  # bands (1, 2) and (3, 4); the fifth entry is unused
+    assert keys.shape == (3, 2) and keys.dtype == np.uint64
+    assert keys[0].tolist() == [_band_key([1, 2], 0), _band_key([3, 4], 1)]
+    assert keys[1, 0] == keys[0, 0] and keys[1, 1] != keys[0, 1]  # equal band 0 -> one bucket; band 1 differs
+    # the same values in another band get another key: buckets are per band
+    assert keys[2, 0] == _band_key([3, 4], 0) != keys[0, 1]
+    assert keys[2, 1] != keys[0, 0]
+    np.testing.assert_array_equal(band_keys(sig[:, :4], 2, 2), keys)  # only the first bands * rows entries count
+    assert band_keys(np.zeros((0, 8), np.uint32), 4, 2).shape == (0, 4)
 
 
-def test_config_band_rows_and_validation():
-    assert MinHashConfig().band_rows == (9, 13)
+def test_band_keys_make_near_copies_candidates_and_unrelated_texts_not(corpus):
+    """Default (b, r) = (12, 10): a pair at Jaccard ~0.9 shares a band with probability
+    1 - (1 - 0.9**10)**12 = 0.9999; unrelated texts (Jaccard ~0) never do."""
+    raw = corpus
+    by_id = {r["id"]: r for r in raw}
+    pairs = [(r["text"], by_id[r["copy_of"]]["text"]) for r in raw if r["variant"] == "near_copy"]
+    originals = [r["text"] for r in raw if r["variant"] == "original"][:40]
+    config = MinHashConfig()
+    bands, rows = config.band_rows
+    params = permutation_params(config.num_perm, config.seed, config.permutation)
+    a = band_keys(minhash_signatures([p[0] for p in pairs], config, params), bands, rows)
+    b = band_keys(minhash_signatures([p[1] for p in pairs], config, params), bands, rows)
+    assert len(pairs) > 30 and (a == b).any(axis=1).mean() >= 0.9
+    unrelated = band_keys(minhash_signatures(originals, config, params), bands, rows)
+    assert not any((unrelated[i] == unrelated[j]).any() for i in range(40) for j in range(i + 1, 40))
+
+
+def test_config_defaults_band_rows_and_validation():
+    config = MinHashConfig()
+    assert config.false_negative_weight == minhash.RECALL_WEIGHT == 0.8
+    assert config.band_rows == (12, 10)  # datasketch's default weight 0.5 gives (9, 13)
+    assert MinHashConfig(false_negative_weight=0.5).band_rows == (9, 13)
+    assert config.max_cluster_size == 10_000 and config.shingle_hash == "mix64" and config.permutation == "affine32"
     assert MinHashConfig(bands=16, rows=8).band_rows == (16, 8)
     with pytest.raises(ValueError, match="threshold=1.5"):
         MinHashConfig(threshold=1.5)
@@ -195,9 +260,15 @@ def test_config_band_rows_and_validation():
         MinHashConfig(shingle_kind="line")
     with pytest.raises(ValueError, match="num_perm=0"):
         MinHashConfig(num_perm=0)
-    with pytest.raises(TypeError, match="num_perm='128'"):
+    with pytest.raises(ValueError, match=re.escape("num_perm='128'; expected an int in [1, 4096]")):
         MinHashConfig(num_perm="128")
     with pytest.raises(ValueError, match="false_negative_weight=1"):
         MinHashConfig(false_negative_weight=1)
+    with pytest.raises(ValueError, match="max_cluster_size=1"):
+        MinHashConfig(max_cluster_size=1)
+    with pytest.raises(ValueError, match="cc_rounds=65"):
+        MinHashConfig(cc_rounds=65)
+    with pytest.raises(ValueError, match="seed=-1"):
+        MinHashConfig(seed=-1)
     with pytest.raises(TypeError, match="verify=1"):
         MinHashConfig(verify=1)

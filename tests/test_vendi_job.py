@@ -28,7 +28,15 @@ def test_identical_embeddings_score_one_and_bad_ones_are_counted(tmp_path, capsy
     assert cli.main(["vendi", "--input", str(path), "--embedding-field", "emb"]) == 0
     captured = capsys.readouterr()
     assert float(captured.out.strip().splitlines()[-1]) == pytest.approx(1.0, rel=1e-9)
-    assert "1 records invalid" in captured.err
+    assert "'not_numeric': 1" in captured.err
+
+
+def test_a_missing_embedding_field_is_an_error_naming_it(tmp_path, capsys):
+    path = tmp_path / "a.jsonl"
+    _write(path, np.eye(3))
+    assert cli.main(["vendi", "--input", str(path), "--embedding-field", "nope"]) == 2
+    err = capsys.readouterr()
+    assert "--embedding-field nope: no such field" in err.err and "fields: id, text, emb" in err.err and err.out == ""
 
 
 def test_text_embeddings_of_the_demo_target(demo_corpus, capsys):

@@ -1,26 +1,40 @@
-"""Exact and near-duplicate removal: normalized-text hashing, and MinHash LSH clusters.
+"""Exact and near-duplicate decisions on compact per-document rows: hashes and MinHash signatures.
 
-Exact (``DedupExact``): the key of a record is ``blake2b-128(normalize_text(text))`` (NFKC, case
-folding, whitespace collapsing; each switchable in ``ExactDedupConfig``). Per key the smallest
-id is kept; every other record is dropped with ``drop_reason = "exact_duplicate"`` and
-``duplicate_of`` = the kept id.
+Documents are named by a ``docref``, ``unit << 32 | ordinal`` (their work unit and their place in
+it), and ordered by ``(source, id)``: the documents of a dedup index (``--against``) first, in
+index order, then the run's own, each by its id. "Smallest" below means first in that order, so a
+duplicate of an indexed document always names the indexed one.
 
-Near (``DedupNearMinHash``), four stages as in datatrove's MinHash dedup:
+Exact (``DedupExact``): the key is ``blake2b-128(normalize_text(text))`` (NFKC, case folding,
+whitespace collapsing; each switchable in ``ExactDedupConfig``). Rows are spread over shards by
+key; per key the smallest document is kept and every other one is dropped ``exact_duplicate``
+with ``duplicate_of`` = the kept id.
 
-1. signatures: ``minhash.minhash_signatures`` per batch (``BatchElements``), and the LSH bucket
-   keys of each document (``minhash.band_keys``: band index + the band's raw values);
-2. buckets -> links: documents sharing a bucket are linked by star edges to the bucket's
-   smallest id (a bucket of k documents gives k - 1 links, not k(k-1)/2). With ``verify``
-   (default) a link is kept only if the estimated Jaccard of its two signatures
-   (``minhash.estimate_jaccard``) is ``>= threshold``: a member that only collided with the
-   bucket's representative is not dropped for that link alone (LSH false positives removed);
-3. connected components of the links, computed by Beam stages only (below);
-4. filter: the smallest id of a component is its representative and is kept; every other
-   member is dropped with ``drop_reason = "near_duplicate"``, ``duplicate_of`` = representative.
-   A chain A~B, B~C with A !~ C is one cluster: A kept, B and C dropped. Guard: in a cluster
-   larger than ``max_cluster_size`` (a run-away chain, or a very common template) only members
-   with a link of their own to the representative are dropped; the others are kept, and the
-   stats report every oversized cluster.
+Near (``DedupNear``), four stages as in datatrove's MinHash dedup:
+
+1. buckets: each eligible document's ``bands`` LSH keys (``minhash.band_keys``), spread over
+   shards by key; the documents of a bucket shared by two or more get their ids (grouped by unit,
+   from a ``SignatureSource``), and are linked by star edges to the bucket's smallest document (a
+   bucket of k documents gives k - 1 links, not k(k-1)/2), as in a run without shards;
+2. verification: a link is kept only if the estimated Jaccard of the two signatures
+   (``minhash.estimate_jaccard``) is ``>= threshold``. The signatures are not shuffled: links are
+   grouped by the unit of one end, whose signatures a ``SignatureSource`` reads, then by the unit
+   of the other end;
+3. connected components of the verified links, computed by Beam stages only (below);
+4. decisions: the smallest member of a component is its representative and is kept; every
+   other member is dropped ``near_duplicate`` with ``duplicate_of`` = the representative, and
+   every member gets ``dedup_cluster``, a 64-bit id of its component. A chain A~B, B~C with
+   A !~ C is one component: A kept, B and C dropped.
+
+Mega-cluster guard (``split_component``). Components can chain distinct documents into one huge
+cluster when many share a template (boilerplate pages, generated data): every link is verified,
+yet A~B~C~... drifts. A component of more than ``max_cluster_size`` members is split: the
+smallest unassigned member becomes a representative, every unassigned member whose estimated
+Jaccard with it is ``>= threshold`` joins it, and so on until every member is assigned; so every
+dropped member of a split component is itself similar to the record it names. The cost is
+O(m · g · P) for a component of m members that splits into g groups, bounded by the affected
+components, never by the corpus. The stats report every split component: its size before, its
+largest group after, and a sample of its members.
 
 Connected components (Kiveris, Lattanzi, Mirrokni, Rastogi & Vassilvitskii 2014, "Connected
 Components in MapReduce and Beyond"). Edges are pairs ``(u, v)`` with ``u > v``; ``G(u)`` is the
@@ -31,29 +45,20 @@ neighbour set of ``u`` and ``m(u) = min(G(u) | {u})``. One round is
   ``m = min({v in G(u): v < u} | {u})``.
 
 Both keep each component connected and inside its component, and every link points from a
-larger to a smaller id. A node is *unstable* when large-star would change its edges (it has a
+larger to a smaller node. A node is *unstable* when large-star would change its edges (it has a
 smaller and a larger neighbour) or small-star would (two or more smaller neighbours). If no node
 is unstable in either operation of a round, the graph is a fixpoint, and then it is one star per
-component whose centre is the component's smallest id. Beam has no loops, so ``cc_rounds``
+component whose centre is the component's smallest node. Beam has no loops, so ``cc_rounds``
 rounds (default 12) are unrolled; the stats report the unstable nodes per round and
-``converged`` (last round stable). Bound: Kiveris et al. show O(log^2 n) rounds for n nodes.
-Measured by running the same two operations in plain Python on test graphs: the slowest
-shape tried, a path in sorted id order, needs about log2(n) working rounds (10 for 1,000
-nodes, 14 for 10,000), so 12 rounds settle any component up to a ~3,000-document chain; LSH
-star links give shallow graphs (2 working rounds on the benchmark). If the rounds run out the
-result is still safe: each node's ``duplicate_of`` is its smallest remaining neighbour, a
-smaller id in the same component, so following ``duplicate_of`` ends at a kept record and no
-component loses all its records; some components keep more than one record
-(under-deduplication, never over-), and ``converged`` is false.
+``converged`` (last round stable). Kiveris et al. show O(log^2 n) rounds for n nodes; the slowest
+shape, a path in sorted order, needs about log2(n) working rounds, so 12 rounds settle any
+component up to a ~3,000-document chain, and LSH star links give shallow graphs. If the rounds
+run out the result is still safe: a node's component is then its smallest remaining neighbour's,
+so some components stay split (under-deduplication, never over-), and ``converged`` is false.
 
-Scale: no stage gathers all documents, signatures or edges. The groupings are per bucket, per
-link endpoint (its signature and links: two keyed joins verify a link), per node (its
-neighbours), per representative (its members, streamed) and per id (a record and its
-decision, joined back by a keyed ``CoGroupByKey``, not a side input). The stats are
-fixed-size combines (counts, histogram, top-k).
-
-Records already dropped by an earlier stage pass through unchanged and take no part. Record
-ids are assumed unique.
+Scale: no stage gathers all documents, signatures or edges. Every shuffle carries compact arrays
+(hashes, band keys, docrefs) grouped by shard or by unit, and the graph stages carry only linked
+documents. Stats are fixed-size combines (counts, histogram, top-k).
 """
 
 import dataclasses
@@ -64,35 +69,19 @@ from collections import Counter
 import apache_beam as beam
 import numpy as np
 
-from winnow.transforms import schema
-from winnow.transforms.minhash import (
-    MinHashConfig,
-    band_keys,
-    estimate_jaccard,
-    minhash_signatures,
-    permutation_params,
-)
-from winnow.transforms.text import normalize_text
+from winnow.transforms import seeded
+from winnow.transforms.minhash import MinHashConfig, band_keys, estimate_jaccard
+from winnow.transforms.text import normalize_text, splitmix64
+from winnow.transforms.validation import check_bool
 
-__all__ = [
-    "DedupExact",
-    "DedupNearMinHash",
-    "DuplicateGroupsCombineFn",
-    "ExactDedupConfig",
-    "GroupSummary",
-    "MinHashConfig",
-    "check_record",
-    "exact_key",
-    "large_star",
-    "small_star",
-    "star_links",
-]
-
-NAMESPACE = "winnow.dedup"  # counters, and the "source" of error records
+NAMESPACE = "winnow.dedup"
 TOP_GROUPS = 10  # largest groups/clusters listed in the stats
-GROUP_SAMPLE = 10  # smallest member ids listed per largest group
-MIN_BATCH, MAX_BATCH = 16, 256  # BatchElements bounds for the signature stage
-_BUCKETS, _RECORDS, _SUMMARIES, _UNSTABLE = "buckets", "records", "summaries", "unstable"
+GROUP_SAMPLE = 10  # member ids listed per group
+UNIT_BITS = 32
+ORDINAL_MASK = (1 << UNIT_BITS) - 1
+INDEX_UNIT_BASE = 1 << 24  # units of dedup index shards: INDEX_UNIT_BASE + shard number
+ROWS_PER_SHARD = 200_000  # documents per dedup shard (a shard's rows are sorted in one worker)
+_UNSTABLE, _SUMMARIES, _NODES, _SPLITS = "unstable", "summaries", "nodes", "splits"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,92 +94,211 @@ class ExactDedupConfig:
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not isinstance(value, bool):
-                raise TypeError(f"{field.name}={value!r}; expected a bool")
+            check_bool(field.name, getattr(self, field.name))
 
 
-# ----------------------------------------------------------------------------------------------
-# Pure core (no Beam)
+# --- core ------------------------------------------------------------------------------------
 
 
-def check_record(record: dict) -> None:
-    """Raise TypeError unless ``record`` has a str ``id`` and a str ``text``."""
-    if not isinstance(record, dict):
-        raise TypeError(f"record is {type(record).__name__}, expected dict")
-    for field in (schema.ID, schema.TEXT):
-        if not isinstance(record.get(field), str):
-            raise TypeError(f"{field} is {type(record.get(field)).__name__}, expected str")
+def docrefs(unit: int, ordinals: np.ndarray) -> np.ndarray:
+    """(n,) int64 ``unit << 32 | ordinal``."""
+    return (np.int64(unit) << np.int64(UNIT_BITS)) | np.asarray(ordinals, dtype=np.int64)
 
 
-def exact_key(text: str, config: ExactDedupConfig) -> bytes:
-    """16-byte blake2b digest of the normalized text: equal keys = equal normalized texts."""
-    normalized = normalize_text(text, config.nfkc, config.casefold, config.collapse_whitespace)
-    return hashlib.blake2b(normalized.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def unit_of(refs: np.ndarray) -> np.ndarray:
+    """(n,) int64 unit of each docref."""
+    return np.asarray(refs, dtype=np.int64) >> np.int64(UNIT_BITS)
 
 
-def star_links(ids) -> list[tuple[str, str]]:
-    """Links ``(id, min(ids))`` of a bucket's members; two passes over a re-iterable ``ids``."""
-    smallest = min(ids)
-    return [(i, smallest) for i in ids if i != smallest]
+def ordinal_of(refs: np.ndarray) -> np.ndarray:
+    """(n,) int64 ordinal of each docref within its unit."""
+    return np.asarray(refs, dtype=np.int64) & np.int64(ORDINAL_MASK)
 
 
-def large_star(node: str, neighbours) -> tuple[list[tuple[str, str]], bool]:
-    """Large-star at ``node``: links ``(v, m(node))`` for every neighbour ``v > node``.
+def source_of(unit: int, run_source: int) -> int:
+    """The source rank of a unit: index shard ``INDEX_UNIT_BASE + k`` of index k ranks by its index, the run last."""
+    return run_source if unit < INDEX_UNIT_BASE else index_of_unit(unit)
+
+
+def index_of_unit(unit: int) -> int:
+    """The dedup index (0-based, ``--against`` order) of an index unit: set by ``IndexUnits``."""
+    return (unit - INDEX_UNIT_BASE) >> 16
+
+
+def index_unit(index: int, shard: int) -> int:
+    """The unit number of shard ``shard`` of dedup index ``index``."""
+    return INDEX_UNIT_BASE + (index << 16) + shard
+
+
+def normalized_texts(texts: list[str], config: ExactDedupConfig) -> list[str]:
+    """The texts as the exact key compares them (``text.normalize_text`` with the config's steps)."""
+    return [normalize_text(t, config.nfkc, config.casefold, config.collapse_whitespace) for t in texts]
+
+
+def exact_hashes(normalized: list[str]) -> np.ndarray:
+    """(n, 2) uint64 ``blake2b-128`` of normalized texts (``normalized_texts``): equal rows = equal normalized texts."""
+    digests = b"".join(hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in normalized)
+    return np.frombuffer(digests, dtype=">u8").astype(np.uint64).reshape(-1, 2)
+
+
+def shard_of(keys: np.ndarray, shards: int) -> np.ndarray:
+    """(n,) int64 shard of each uint64 key: ``(key >> 32) · shards >> 32``."""
+    return ((np.asarray(keys, np.uint64) >> np.uint64(32)) * np.uint64(shards) >> np.uint64(32)).astype(np.int64)
+
+
+def shard_count(documents: int) -> int:
+    """Shards for a dedup step over ``documents`` rows: one per ``ROWS_PER_SHARD``, at least 1."""
+    return max(1, -(-documents // ROWS_PER_SHARD))
+
+
+def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal rows in a sorted (n,) or (n, w) key array; (g,) int64."""
+    keys = np.asarray(sorted_keys)
+    if len(keys) == 0:
+        return np.zeros(0, np.int64)
+    change = keys[1:] != keys[:-1]
+    if change.ndim == 2:
+        change = change.any(axis=1)
+    return np.concatenate([[0], np.flatnonzero(change) + 1]).astype(np.int64)
+
+
+def bucket_members(keys: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (key, docref) rows of the LSH buckets shared by two or more documents, each row once.
+
+    Args:
+        keys: (n,) uint64 bucket keys; refs: (n,) int64 docrefs (one row per (document, band)).
+    """
+    rows = np.unique(np.stack([keys.astype(np.uint64).view(np.int64), refs], axis=1), axis=0)
+    keys, refs = rows[:, 0].view(np.uint64), rows[:, 1]
+    starts = group_starts(keys)
+    sizes = np.diff(np.append(starts, len(keys)))
+    shared = np.repeat(sizes > 1, sizes)
+    return keys[shared], refs[shared]
+
+
+def star_links(keys: np.ndarray, order: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Star links of buckets: each member linked to its bucket's first member in ``order``.
+
+    Args:
+        keys: (n,) uint64 bucket keys of bucket members (``bucket_members``).
+        order: (n,) int64 rank of each member in (source, id) order (smaller first).
+        refs: (n,) int64 docrefs.
 
     Returns:
-        (links as (larger, smaller) pairs, unstable: node has a smaller and a larger neighbour).
+        ((m,) larger, (m,) smaller) docrefs of the links, each pair once, oriented by docref.
     """
-    distinct = set(neighbours)
-    centre = min(distinct | {node})
-    larger = [v for v in distinct if v > node]
-    return [(v, centre) for v in larger], bool(larger) and centre < node
+    rows = np.lexsort((order, keys))
+    keys, refs = keys[rows], refs[rows]
+    starts = group_starts(keys)
+    centre = np.repeat(refs[starts], np.diff(np.append(starts, len(keys))))
+    linked = refs != centre
+    pairs = np.stack([np.maximum(refs[linked], centre[linked]), np.minimum(refs[linked], centre[linked])], axis=1)
+    pairs = np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), np.int64)
+    return pairs[:, 0], pairs[:, 1]
 
 
-def small_star(node: str, smaller_neighbours) -> tuple[list[tuple[str, str]], bool]:
-    """Small-star at ``node``: links ``node`` and every neighbour ``v < node`` to the smallest.
+def _unique_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (first, second) pairs, sorted by first then second."""
+    if not len(first):
+        return first.astype(np.int64), second.astype(np.int64)
+    pairs = np.unique(np.stack([first, second], axis=1).astype(np.int64), axis=0)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _smallest_per_node(nodes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For pairs sorted by node: (starts, sizes, min value per node)."""
+    starts = group_starts(nodes)
+    sizes = np.diff(np.append(starts, len(nodes)))
+    return starts, sizes, np.minimum.reduceat(values, starts) if len(nodes) else values[:0]
+
+
+def large_star(nodes: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Large-star on a node shard: links ``(v, m(u))`` for every neighbour ``v > u`` of each node u.
+
+    Args:
+        nodes, neighbours: (n,) int64 directed pairs (u, v); every neighbour of a node in the shard is present.
 
     Returns:
-        (links as (larger, smaller) pairs, unstable: two or more smaller neighbours).
+        ((m,) larger, (m,) smaller) links, and the number of unstable nodes (a smaller and a larger neighbour).
     """
-    distinct = set(smaller_neighbours)
-    centre = min(distinct | {node})
-    return [(v, centre) for v in distinct | {node} if v != centre], len(distinct) > 1
+    nodes, neighbours = _unique_pairs(nodes, neighbours)
+    starts, sizes, smallest = _smallest_per_node(nodes, neighbours)
+    centre = np.minimum(smallest, nodes[starts]) if len(nodes) else smallest
+    centre_of = np.repeat(centre, sizes)
+    larger = neighbours > nodes
+    has_larger = np.logical_or.reduceat(larger, starts) if len(nodes) else larger[:0]
+    unstable = int((has_larger & (centre < nodes[starts])).sum()) if len(nodes) else 0
+    return neighbours[larger], centre_of[larger], unstable
+
+
+def small_star(larger: np.ndarray, smaller: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Small-star on a node shard: each node u and its neighbours ``v < u`` linked to the smallest of them.
+
+    Args:
+        larger, smaller: (n,) int64 links (u, v) with v < u, grouped by u (every link of a node present).
+
+    Returns:
+        ((m,) larger, (m,) smaller) links, and the number of unstable nodes (two or more smaller neighbours).
+    """
+    larger, smaller = _unique_pairs(larger, smaller)
+    starts, sizes, centre = _smallest_per_node(larger, smaller)
+    centre_of = np.repeat(centre, sizes)
+    members = np.concatenate([smaller, larger[starts]]) if len(larger) else smaller
+    centres = np.concatenate([centre_of, centre]) if len(larger) else centre_of
+    linked = members != centres
+    return members[linked], centres[linked], int((sizes > 1).sum())
+
+
+def split_component(signatures: np.ndarray, threshold: float) -> np.ndarray:
+    """The guard's groups of one component: (m,) int64, the member index of each member's representative.
+
+    Members come in (source, id) order. The first unassigned member is a representative; every
+    unassigned member with ``estimate_jaccard(member, representative) >= threshold`` joins it.
+    """
+    m = len(signatures)
+    rep = np.full(m, -1, dtype=np.int64)
+    while True:
+        open_rows = np.flatnonzero(rep < 0)
+        if not len(open_rows):
+            return rep
+        first = open_rows[0]
+        close = estimate_jaccard(signatures[open_rows], signatures[first]) >= threshold
+        rep[open_rows[close]] = first
+        rep[first] = first
+
+
+def cluster_id(source: int, doc_id) -> int:
+    """The ``dedup_cluster`` of a component: a signed 64-bit hash of its representative."""
+    return int(seeded.hash64([doc_id], f"dedup-cluster:{source}")[0].astype(np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
 class GroupSummary:
-    """One duplicate group (exact key) or cluster (component): the kept id and its members.
+    """One duplicate group (exact key) or cluster (component): the kept id and a sample of members.
 
-    ``sample`` holds the smallest member ids (kept id included), at most ``GROUP_SAMPLE``;
-    ``guarded`` counts members an oversized cluster kept.
+    ``sample`` holds member ids in (source, id) order, kept id first, at most ``GROUP_SAMPLE``.
     """
 
     kept: str
     size: int
     dropped: int
-    guarded: int = 0
-    oversized: bool = False
     sample: tuple = ()
 
 
 class DuplicateGroupsCombineFn(beam.CombineFn):
-    """GroupSummary -> {"groups", "dropped", "guarded", "oversized", "size_histogram",
-    "largest"}; fixed-size accumulator: counts, a size histogram, the ``top`` largest groups
-    ordered by (size descending, kept id)."""
+    """GroupSummary -> {"groups", "dropped", "size_histogram", "largest"}; fixed-size accumulator:
+    counts, a size histogram, the ``top`` largest groups ordered by (size descending, kept id)."""
 
     def __init__(self, top: int = TOP_GROUPS):
         self._top = top
 
     def create_accumulator(self):
-        return {"groups": 0, "dropped": 0, "guarded": 0, "oversized": 0}, Counter(), []
+        return {"groups": 0, "dropped": 0}, Counter(), []
 
     def add_input(self, accumulator, summary):
         counts, sizes, largest = accumulator
         counts["groups"] += 1
         counts["dropped"] += summary.dropped
-        counts["guarded"] += summary.guarded
-        counts["oversized"] += int(summary.oversized)
         sizes[summary.size] += 1
         return counts, sizes, self._keep_largest(largest + [summary])
 
@@ -208,430 +316,406 @@ class DuplicateGroupsCombineFn(beam.CombineFn):
         return {
             **counts,
             "size_histogram": {str(size): sizes[size] for size in sorted(sizes)},
-            "largest": [
-                {"kept": s.kept, "size": s.size, "ids": list(s.sample), "oversized": s.oversized}
-                for s in largest
-            ],
+            "largest": [{"kept": s.kept, "size": s.size, "ids": list(s.sample)} for s in largest],
         }
 
     def _keep_largest(self, summaries):
-        return heapq.nsmallest(self._top, summaries, key=lambda s: (-s.size, s.kept))
+        return heapq.nsmallest(self._top, summaries, key=lambda s: (-s.size, str(s.kept)))
 
 
-def _error(record, exc: Exception, method: str) -> dict:
-    return {
-        "source": NAMESPACE,
-        "position": None,
-        "reason": f"{method}_failed: {type(exc).__name__}",
-        "raw": repr(record)[:1000],
-    }
+# --- Beam wrappers: exact ----------------------------------------------------------------------
 
 
-# ----------------------------------------------------------------------------------------------
-# Beam wrappers
+def _exact_shards(element, shards: int):
+    unit, ordinals, ids, hashes = element
+    refs = docrefs(unit, ordinals)
+    shard = shard_of(hashes[:, 0], shards)
+    ids = np.asarray(ids, dtype=object)
+    for s in np.unique(shard).tolist():
+        mask = shard == s
+        yield s, (hashes[mask], refs[mask], ids[mask])
 
 
-def _stats(pipeline, build, groups, records, eligible, errors, **extra):
-    """One stats dict from singleton side inputs (counts and the group summary)."""
+class _ExactShardFn(beam.DoFn):
+    """(shard, [(hashes, refs, ids)]) -> per unit, (unit, (ordinals, kept ids, kept sources)) of the dropped rows;
+    ``summaries``: a GroupSummary per key shared by two or more rows."""
 
-    def count(label, pcoll):
-        return beam.pvalue.AsSingleton(pcoll | label >> beam.combiners.Count.Globally())
-
-    return (
-        pipeline
-        | "StatsSeed" >> beam.Create([None])
-        | "BuildStats"
-        >> beam.Map(
-            build,
-            groups=beam.pvalue.AsSingleton(groups),
-            records=count("CountRecords", records),
-            eligible=count("CountEligible", eligible),
-            errors=count("CountErrors", errors),
-            **extra,
-        )
-    )
-
-
-class _SplitEligibleFn(beam.DoFn):
-    """record -> main: eligible records; "dropped": records an earlier stage dropped."""
-
-    def setup(self):
-        self._passed = beam.metrics.Metrics.counter(NAMESPACE, "already_dropped")
-
-    def process(self, record):
-        if isinstance(record, dict) and not schema.is_eligible(record):
-            self._passed.inc()
-            yield beam.pvalue.TaggedOutput("dropped", record)
-        else:
-            yield record
-
-
-class _ExactKeyFn(beam.DoFn):
-    """record -> (key, record); a record without str id/text -> errors."""
-
-    def __init__(self, config: ExactDedupConfig):
-        self._config = config
-
-    def setup(self):
-        self._invalid = beam.metrics.Metrics.counter(NAMESPACE, "invalid_record")
-
-    def process(self, record):
-        try:
-            check_record(record)
-            key = exact_key(record[schema.TEXT], self._config)
-        except Exception as exc:  # a bad record goes to errors, never crashes the job
-            self._invalid.inc()
-            yield beam.pvalue.TaggedOutput(schema.ERRORS_TAG, _error(record, exc, "exact_dedup"))
-            return
-        yield key, record
-
-
-class _DropExactFn(beam.DoFn):
-    """(key, {"record": [...], "kept": [id]}) -> records, duplicates dropped; "summaries"."""
-
-    def setup(self):
-        self._dropped = beam.metrics.Metrics.counter(NAMESPACE, schema.EXACT_DUPLICATE)
-        self._kept = beam.metrics.Metrics.counter(NAMESPACE, "kept")
+    def __init__(self, run_source: int):
+        self._run_source = run_source
 
     def process(self, element):
-        _, grouped = element
-        (kept,) = grouped["kept"]
-        size, sample = 0, []
-        for record in grouped["record"]:  # streamed once: no group is held in memory
-            size += 1
-            sample = heapq.nsmallest(GROUP_SAMPLE, sample + [record[schema.ID]])
-            if record[schema.ID] == kept:
-                self._kept.inc()
-                yield record
-            else:
-                self._dropped.inc()
-                yield schema.drop(record, schema.EXACT_DUPLICATE, **{schema.DUPLICATE_OF: kept})
-        if size > 1:
-            yield beam.pvalue.TaggedOutput(_SUMMARIES, GroupSummary(kept, size, size - 1, sample=tuple(sample)))
+        _, parts = element
+        parts = list(parts)
+        hashes = np.concatenate([p[0] for p in parts])
+        refs = np.concatenate([p[1] for p in parts])
+        ids = np.concatenate([p[2] for p in parts])
+        order = np.lexsort((hashes[:, 1], hashes[:, 0]))
+        starts = group_starts(hashes[order])
+        sizes = np.diff(np.append(starts, len(order)))
+        dropped_refs, kept_ids, kept_sources = [], [], []
+        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+            members = sorted(order[start : start + size].tolist(), key=lambda i: (source_of(int(refs[i]) >> UNIT_BITS, self._run_source), ids[i]))
+            kept = members[0]
+            kept_source = source_of(int(refs[kept]) >> UNIT_BITS, self._run_source)
+            for member in members[1:]:
+                dropped_refs.append(refs[member])
+                kept_ids.append(ids[kept])
+                kept_sources.append(kept_source)
+            yield beam.pvalue.TaggedOutput(
+                _SUMMARIES, GroupSummary(str(ids[kept]), len(members), len(members) - 1, tuple(str(ids[i]) for i in members[:GROUP_SAMPLE]))
+            )
+        yield from _by_unit(np.array(dropped_refs, np.int64), [np.array(kept_ids, dtype=object), np.array(kept_sources, np.int64)])
 
 
-def _exact_stats(_, groups, records, eligible, errors, config):
-    return {
-        "normalization": dataclasses.asdict(config),
-        "records": records,
-        "eligible": eligible,
-        "errors": errors,
-        "exact_duplicates": groups["dropped"],
-        "duplicate_groups": groups["groups"],
-        "group_size_histogram": groups["size_histogram"],
-        "largest_groups": [{k: g[k] for k in ("kept", "size", "ids")} for g in groups["largest"]],
-    }
+def _by_unit(refs: np.ndarray, columns: list[np.ndarray]):
+    """(unit, (ordinals, *columns)) for each run unit among ``refs`` (index units never get decisions)."""
+    units = unit_of(refs)
+    for unit in np.unique(units).tolist():
+        if unit >= INDEX_UNIT_BASE:
+            continue
+        mask = units == unit
+        yield unit, (ordinal_of(refs[mask]), *[column[mask] for column in columns])
 
 
 class DedupExact(beam.PTransform):
-    """Drop records whose normalized text equals that of a record with a smaller id.
+    """Exact-duplicate decisions: ``(unit, ordinals, ids, hashes)`` rows -> the dropped rows per unit.
 
-    ``expand(records)`` returns ``{"records": every input record once (duplicates dropped with
-    duplicate_of), "stats": one dict, "errors": records without a str id/text}``.
+    Input elements: ``(unit, ordinals (n,) int64, ids (n,), hashes (n, 2) uint64)``, one or more per
+    unit; dedup index units (``index_unit``) take part but are never dropped.
+
+    ``expand`` returns ``{"drops": (unit, (ordinals, kept ids, kept sources)) elements, one or more per
+    unit with drops; "groups": one dict (``DuplicateGroupsCombineFn``)}``.
+
+    Args:
+        shards: dedup shards (``shard_count`` of the number of rows).
+        run_source: the source rank of the run's own documents (the number of indexes).
     """
 
-    def __init__(self, config: ExactDedupConfig = ExactDedupConfig()):
+    def __init__(self, shards: int, run_source: int = 0):
         super().__init__()
-        if not isinstance(config, ExactDedupConfig):
-            raise TypeError(f"config={config!r}; expected an ExactDedupConfig")
-        self._config = config
+        self._shards, self._run_source = shards, run_source
 
-    def expand(self, records):
-        split = records | "SplitEligible" >> beam.ParDo(_SplitEligibleFn()).with_outputs("dropped", main="eligible")
-        keyed = split.eligible | "KeyByText" >> beam.ParDo(_ExactKeyFn(self._config)).with_outputs(
-            schema.ERRORS_TAG, main="keyed"
+    def expand(self, rows):
+        # rows -> (shard, arrays): a shard's rows meet in one worker, sorted by key there
+        decided = (
+            rows
+            | "ShardByHash" >> beam.FlatMap(_exact_shards, self._shards)
+            | "GroupShards" >> beam.GroupByKey()
+            | "DecideGroups" >> beam.ParDo(_ExactShardFn(self._run_source)).with_outputs(_SUMMARIES, main="drops")
         )
-        # key, record
-        kept = (
-            keyed.keyed
-            | "KeyToId" >> beam.MapTuple(lambda key, record: (key, record[schema.ID]))
-            | "SmallestId" >> beam.CombinePerKey(min)
-        )
-        # key, kept id: a fixed-size combine, so the join below streams each group once
-        joined = (
-            {"record": keyed.keyed, "kept": kept}
-            | "JoinKept" >> beam.CoGroupByKey()
-            | "DropDuplicates" >> beam.ParDo(_DropExactFn()).with_outputs(_SUMMARIES, main="records")
-        )
-        out = (joined.records, split.dropped) | "MergeRecords" >> beam.Flatten()
-        groups = joined[_SUMMARIES] | "SummarizeGroups" >> beam.CombineGlobally(DuplicateGroupsCombineFn())
-        stats = _stats(
-            records.pipeline,
-            _exact_stats,
-            groups,
-            records=records,
-            eligible=keyed.keyed,
-            errors=keyed[schema.ERRORS_TAG],
-            config=self._config,
-        )
-        return {"records": out, "stats": stats, "errors": keyed[schema.ERRORS_TAG]}
+        groups = decided[_SUMMARIES] | "SummarizeGroups" >> beam.CombineGlobally(DuplicateGroupsCombineFn())
+        return {"drops": decided.drops, "groups": groups}
 
 
-class _SignatureFn(beam.DoFn):
-    """batch of records -> (id, signature bytes); "records": (id, record); "buckets": (key, id).
+# --- Beam wrappers: near ---------------------------------------------------------------------
 
-    Signatures travel as little-endian bytes (``np.frombuffer`` restores the uint32 array):
-    Beam's coder pickles a numpy array, about 18x slower per element.
+
+class SignatureSource:
+    """Where the near-dedup stages read documents' ids and signatures: ``fetch(unit, ordinals)``.
+
+    Subclasses read a unit's rows from wherever they are stored (a features table, a dedup
+    index); ``fetch`` returns ``(ids (n,) object array, signatures (n, P) uint32)`` in ``ordinals`` order.
     """
 
-    def __init__(self, config: MinHashConfig, bands: int, rows: int):
-        self._config, self._bands, self._rows = config, bands, rows
+    def fetch(self, unit: int, ordinals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
 
-    def setup(self):
-        self._params = permutation_params(self._config.num_perm, self._config.seed, self._config.permutation)
-        self._invalid = beam.metrics.Metrics.counter(NAMESPACE, "invalid_record")
-        self._signed = beam.metrics.Metrics.counter(NAMESPACE, "signatures")
+    def fetch_ids(self, unit: int, ordinals: np.ndarray) -> np.ndarray:
+        """(n,) object array of the ids only."""
+        raise NotImplementedError
 
-    def process(self, batch):
-        valid = []
-        for record in batch:
-            try:
-                check_record(record)
-            except TypeError as exc:  # a bad record goes to errors, never crashes the job
-                self._invalid.inc()
-                yield beam.pvalue.TaggedOutput(schema.ERRORS_TAG, _error(record, exc, "minhash_dedup"))
-                continue
-            valid.append(record)
-        if not valid:
-            return
-        # (len(valid), num_perm) uint32: one vectorized pass per batch
-        sigs = minhash_signatures([r[schema.TEXT] for r in valid], self._config, self._params)
-        keys = band_keys(sigs, self._bands, self._rows)
-        self._signed.inc(len(valid))
-        little_endian = sigs.astype("<u4", copy=False)  # once per batch, not per document
-        for record, sig, doc_keys in zip(valid, little_endian, keys):
-            doc_id = record[schema.ID]
-            yield doc_id, sig.tobytes()
-            yield beam.pvalue.TaggedOutput(_RECORDS, (doc_id, record))
-            for key in doc_keys:
-                yield beam.pvalue.TaggedOutput(_BUCKETS, (key, doc_id))
+
+def _band_shards(element, bands: int, rows: int, shards: int):
+    unit, ordinals, signatures = element
+    if not len(ordinals):
+        return
+    keys = band_keys(signatures, bands, rows).reshape(-1)
+    refs = np.repeat(docrefs(unit, ordinals), bands)
+    shard = shard_of(keys, shards)
+    for s in np.unique(shard).tolist():
+        mask = shard == s
+        yield s, (keys[mask], refs[mask])
+
+
+def _shared_buckets(element):
+    """(shard, [(keys, refs)]) -> (unit, (keys, refs)) of the members of buckets shared by two or more documents."""
+    _, parts = element
+    parts = list(parts)
+    keys, refs = bucket_members(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    units = unit_of(refs)
+    for unit in np.unique(units).tolist():
+        mask = units == unit
+        yield unit, (keys[mask], refs[mask])
+
+
+class _MemberIdsFn(beam.DoFn):
+    """(unit, [(keys, refs)]) -> (shard of key, (keys, refs, sources, ids)): the bucket members with their ids."""
+
+    def __init__(self, source: "SignatureSource", shards: int, run_source: int):
+        self._source, self._shards, self._run_source = source, shards, run_source
+
+    def process(self, element):
+        unit, parts = element
+        parts = list(parts)
+        keys = np.concatenate([p[0] for p in parts])
+        refs = np.concatenate([p[1] for p in parts])
+        ids = self._source.fetch_ids(unit, ordinal_of(refs))
+        sources = np.full(len(refs), source_of(unit, self._run_source), dtype=np.int64)
+        shard = shard_of(keys, self._shards)
+        for s in np.unique(shard).tolist():
+            mask = shard == s
+            yield s, (keys[mask], refs[mask], sources[mask], ids[mask])
 
 
 def _bucket_links(element):
-    _, ids = element
-    return star_links(ids)
+    """(shard, [(keys, refs, sources, ids)]) -> (unit of the larger end, (larger, smaller)) star links."""
+    _, parts = element
+    parts = list(parts)
+    keys = np.concatenate([p[0] for p in parts])
+    refs = np.concatenate([p[1] for p in parts])
+    sources = np.concatenate([p[2] for p in parts])
+    ids = np.concatenate([p[3] for p in parts])
+    ranked = sorted(range(len(refs)), key=lambda i: (sources[i], ids[i]))
+    order = np.empty(len(refs), np.int64)
+    order[ranked] = np.arange(len(refs))
+    larger, smaller = star_links(keys, order, refs)
+    units = unit_of(larger)
+    for unit in np.unique(units).tolist():
+        mask = units == unit
+        yield unit, (larger[mask], smaller[mask])
+
+
+class _FirstEndFn(beam.DoFn):
+    """(unit u, [(larger, smaller)]) -> (unit of smaller, (larger, smaller, ids, signatures of larger)), each link once."""
+
+    def __init__(self, source: SignatureSource):
+        self._source = source
+
+    def process(self, element):
+        unit, parts = element
+        pairs = np.unique(np.concatenate([np.stack(p, axis=1) for p in parts]), axis=0)
+        ids, signatures = self._source.fetch(unit, ordinal_of(pairs[:, 0]))
+        other = unit_of(pairs[:, 1])
+        for other_unit in np.unique(other).tolist():
+            mask = other == other_unit
+            yield other_unit, (pairs[mask, 0], pairs[mask, 1], ids[mask], signatures[mask])
+
+
+class _VerifyFn(beam.DoFn):
+    """(unit v, [(larger, smaller, ids, signatures)]) -> verified links, as (larger, smaller) arrays;
+    ``nodes``: (docref, (id, signature bytes)) of both ends of each verified link."""
+
+    def __init__(self, source: SignatureSource, threshold: float):
+        self._source, self._threshold = source, threshold
+
+    def process(self, element):
+        unit, parts = element
+        parts = list(parts)
+        larger = np.concatenate([p[0] for p in parts])
+        smaller = np.concatenate([p[1] for p in parts])
+        larger_ids = np.concatenate([p[2] for p in parts])
+        larger_signatures = np.concatenate([p[3] for p in parts])
+        smaller_ids, smaller_signatures = self._source.fetch(unit, ordinal_of(smaller))
+        similar = estimate_jaccard(larger_signatures, smaller_signatures) >= self._threshold
+        if similar.any():
+            yield larger[similar], smaller[similar]
+        for i in np.flatnonzero(similar).tolist():
+            yield beam.pvalue.TaggedOutput(_NODES, (int(larger[i]), (larger_ids[i], larger_signatures[i].astype("<u4").tobytes())))
+            yield beam.pvalue.TaggedOutput(_NODES, (int(smaller[i]), (smaller_ids[i], smaller_signatures[i].astype("<u4").tobytes())))
+
+
+def _node_shards(links, shards: int, both: bool):
+    """(larger, smaller) link arrays -> (shard of node, (nodes, neighbours)): keyed by the larger end, and with
+    ``both`` by the smaller end too (large-star needs every neighbour of a node)."""
+    larger, smaller = links
+    nodes, neighbours = (np.concatenate([larger, smaller]), np.concatenate([smaller, larger])) if both else (larger, smaller)
+    shard = shard_of(splitmix_ids(nodes), shards)
+    for s in np.unique(shard).tolist():
+        mask = shard == s
+        yield s, (nodes[mask], neighbours[mask])
+
+
+def splitmix_ids(refs: np.ndarray) -> np.ndarray:
+    """A uint64 spread of docrefs, for sharding nodes evenly."""
+    return splitmix64(np.asarray(refs, np.int64).view(np.uint64))
 
 
 class _StarFn(beam.DoFn):
-    """(node, neighbours) -> links (larger, smaller); "unstable": (round, op) per unstable node."""
+    """(shard, [(nodes, neighbours)]) -> (larger, smaller) link arrays; ``unstable``: (round, op, count)."""
 
     def __init__(self, operation, round_index: int, op: str):
         self._operation, self._round, self._op = operation, round_index, op
 
     def process(self, element):
-        node, neighbours = element
-        links, unstable = self._operation(node, neighbours)
-        yield from links
+        _, parts = element
+        parts = list(parts)
+        larger, smaller, unstable = self._operation(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        if len(larger):
+            yield larger, smaller
         if unstable:
-            yield beam.pvalue.TaggedOutput(_UNSTABLE, (self._round, self._op))
+            yield beam.pvalue.TaggedOutput(_UNSTABLE, ((self._round, self._op), unstable))
 
 
-def _both_directions(edge):
-    larger, smaller = edge
-    return [(larger, smaller), (smaller, larger)]
+def _labels(element):
+    """(shard, [(larger, smaller)]) of converged links -> (node, label) for every node with a smaller neighbour."""
+    _, parts = element
+    parts = list(parts)
+    nodes, neighbours = _unique_pairs(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    starts, _, label = _smallest_per_node(nodes, neighbours)
+    return list(zip(nodes[starts].tolist(), label.tolist()))
 
 
-def _one_signature(signatures) -> bytes:
-    """The signature of an id: the smallest if the id was (wrongly) not unique."""
-    return min(signatures)
+def _members(element):
+    """(node, label) -> (node, label) and (label, label): every member of a component, its label included."""
+    node, label = element
+    return [(node, label), (label, label)]
 
 
-def _link_with_signature(element):
-    """(u, {"signature", "link": [v, ...]}) -> (v, (u, signature of u)) per link u -> v."""
-    larger, grouped = element
-    if not grouped["link"]:
-        return []
-    signature = _one_signature(grouped["signature"])
-    return [(smaller, (larger, signature)) for smaller in grouped["link"]]
+class _DecideComponentFn(beam.DoFn):
+    """(label, [(docref, (id, signature))]) -> per unit, (unit, (ordinals, rep ids, rep sources, cluster ids, dropped))
+    of every member; ``summaries``: GroupSummary per group; ``splits``: a report per split component."""
 
-
-class _VerifyLinksFn(beam.DoFn):
-    """(v, {"signature", "link": [(u, signature of u), ...]}) -> links (u, v) with J >= threshold."""
-
-    def __init__(self, threshold: float):
-        self._threshold = threshold
+    def __init__(self, threshold: float, max_cluster_size: int, run_source: int):
+        self._threshold, self._max, self._run_source = threshold, max_cluster_size, run_source
 
     def process(self, element):
-        smaller, grouped = element
-        if not grouped["link"]:
-            return
-        signature = np.frombuffer(_one_signature(grouped["signature"]), dtype="<u4")
-        for larger, other in grouped["link"]:  # streamed once
-            if estimate_jaccard(np.frombuffer(other, dtype="<u4"), signature) >= self._threshold:
-                yield larger, smaller
+        _, members = element
+        members = sorted({int(ref): info for ref, info in members}.items(),
+                         key=lambda item: (source_of(item[0] >> UNIT_BITS, self._run_source), item[1][0]))
+        refs = np.array([ref for ref, _ in members], np.int64)
+        ids = np.array([info[0] for _, info in members], dtype=object)
+        rep = np.zeros(len(members), np.int64)
+        if len(members) > self._max:
+            signatures = np.stack([np.frombuffer(info[1], dtype="<u4") for _, info in members])
+            rep = split_component(signatures, self._threshold)
+            sizes = np.bincount(rep, minlength=len(members))
+            yield beam.pvalue.TaggedOutput(_SPLITS, {
+                "size": len(members), "groups": int((sizes > 0).sum()), "largest_group": int(sizes.max()),
+                "kept": str(ids[0]), "sample": [str(i) for i in ids[:GROUP_SAMPLE]],
+            })
+        sources = np.array([source_of(int(r) >> UNIT_BITS, self._run_source) for r in refs[rep]], np.int64)
+        clusters = np.array([cluster_id(int(s), i) for s, i in zip(sources, ids[rep])], np.int64)
+        for group in np.unique(rep).tolist():
+            in_group = np.flatnonzero(rep == group)
+            if len(in_group) > 1:
+                yield beam.pvalue.TaggedOutput(_SUMMARIES, GroupSummary(
+                    str(ids[group]), len(in_group), len(in_group) - 1, tuple(str(i) for i in ids[in_group[:GROUP_SAMPLE]])))
+        keep = np.bincount(rep, minlength=len(members))[rep] > 1  # a split's singletons are neither dropped nor clustered
+        dropped = rep != np.arange(len(members))
+        yield from _by_unit(refs[keep], [ids[rep][keep], sources[keep], clusters[keep], dropped[keep]])
 
 
-class _DecideClusterFn(beam.DoFn):
-    """(rep, {"member", "size", "direct"}) -> (member, rep) to drop; "summaries": GroupSummary."""
-
-    def __init__(self, max_cluster_size: int):
-        self._max_cluster_size = max_cluster_size
-
-    def process(self, element):
-        rep, grouped = element
-        if not grouped["member"]:
-            return
-        (members,) = grouped["size"]
-        oversized = members + 1 > self._max_cluster_size
-        direct = set(grouped["direct"]) if oversized else set()  # the representative's degree
-        dropped, guarded, sample = 0, 0, []
-        for member in grouped["member"]:  # streamed once
-            sample = heapq.nsmallest(GROUP_SAMPLE - 1, sample + [member])
-            if oversized and member not in direct:
-                guarded += 1
-                continue
-            dropped += 1
-            yield member, rep
-        yield beam.pvalue.TaggedOutput(
-            _SUMMARIES, GroupSummary(rep, members + 1, dropped, guarded, oversized, (rep, *sample))
-        )
-
-
-class _DropNearFn(beam.DoFn):
-    """(id, {"record": [record], "rep": [rep] or []}) -> the record, dropped if it has a rep."""
-
-    def setup(self):
-        self._dropped = beam.metrics.Metrics.counter(NAMESPACE, schema.NEAR_DUPLICATE)
-        self._kept = beam.metrics.Metrics.counter(NAMESPACE, "kept")
-
-    def process(self, element):
-        _, grouped = element
-        reps = list(grouped["rep"])
-        for record in grouped["record"]:
-            if reps:
-                self._dropped.inc()
-                yield schema.drop(record, schema.NEAR_DUPLICATE, **{schema.DUPLICATE_OF: reps[0]})
-            else:
-                self._kept.inc()
-                yield record
-
-
-def _near_stats(_, groups, records, eligible, errors, config, bands, rows, unstable, candidate_links, verified_links):
+def _near_stats(groups: dict, unstable: dict, splits: list, candidate_links: int, verified_links: int, config: MinHashConfig,
+                bands: int, rows: int) -> dict:
     per_round = [[unstable.get((i, op), 0) for op in ("large_star", "small_star")] for i in range(config.cc_rounds)]
     return {
         "config": {**dataclasses.asdict(config), "bands": bands, "rows": rows},
-        "records": records,
-        "eligible": eligible,
-        "errors": errors,
         "near_duplicates": groups["dropped"],
         "candidate_links": candidate_links,
         "verified_links": verified_links,
-        "kept_by_guard": groups["guarded"],
         "clusters": groups["groups"],
         "cluster_size_histogram": groups["size_histogram"],
         "largest_clusters": groups["largest"],
-        "oversized_clusters": groups["oversized"],
-        "connected_components": {
-            "rounds": config.cc_rounds,
-            "unstable_nodes_per_round": per_round,
-            "converged": per_round[-1] == [0, 0],
-        },
+        "split_components": sorted(splits, key=lambda s: (-s["size"], s["kept"]))[:TOP_GROUPS],
+        "split_component_count": len(splits),
+        "connected_components": {"rounds": config.cc_rounds, "unstable_nodes_per_round": per_round, "converged": per_round[-1] == [0, 0]},
     }
 
 
-class DedupNearMinHash(beam.PTransform):
-    """Drop near-duplicates: MinHash LSH links, connected components, smallest id kept.
+class DedupNear(beam.PTransform):
+    """Near-duplicate decisions: ``(unit, ordinals, signatures)`` of eligible rows -> every clustered row per unit.
 
-    ``expand(records)`` returns ``{"records": every input record once (near-duplicates dropped
-    with duplicate_of = the cluster's representative), "stats": one dict, "errors": records
-    without a str id/text}``.
+    Input elements: ``(unit, ordinals (n,) int64, signatures (n, P) uint32)``; dedup index units take
+    part (their members come first in the order) but get no decisions.
+
+    ``expand`` returns ``{"decisions": (unit, (ordinals, rep ids, rep sources, cluster ids, dropped))
+    elements for every member of a near-duplicate group (representatives with ``dropped`` False),
+    "stats": one dict}``.
+
+    Args:
+        config: MinHashConfig (threshold, bands, cc_rounds, max_cluster_size).
+        source: the ``SignatureSource`` verification reads signatures and ids from.
+        shards: band-key shards (``shard_count`` of the number of (document, band) rows).
+        run_source: the source rank of the run's own documents (the number of indexes).
     """
 
-    def __init__(self, config: MinHashConfig = MinHashConfig()):
+    def __init__(self, config: MinHashConfig, source: SignatureSource, shards: int, run_source: int = 0):
         super().__init__()
-        if not isinstance(config, MinHashConfig):
-            raise TypeError(f"config={config!r}; expected a MinHashConfig")
-        self._config = config
+        self._config, self._source, self._shards, self._run_source = config, source, shards, run_source
         self._bands, self._rows = config.band_rows  # computed once, before the pipeline runs
 
-    def expand(self, records):
+    def expand(self, signed):
         config = self._config
-        split = records | "SplitEligible" >> beam.ParDo(_SplitEligibleFn()).with_outputs("dropped", main="eligible")
-        signed = (
-            split.eligible
-            | "Batch" >> beam.BatchElements(min_batch_size=MIN_BATCH, max_batch_size=MAX_BATCH)
-            | "Sign"
-            >> beam.ParDo(_SignatureFn(config, self._bands, self._rows)).with_outputs(
-                _RECORDS, _BUCKETS, schema.ERRORS_TAG, main="signatures"
-            )
-        )
-        # bucket key, id -> (id, smallest id in its bucket); a pair sharing k bands is linked
-        # k times, so duplicates are removed before the rounds multiply them
+        # (unit, ordinals, signatures) -> (shard, (band keys, docrefs)) -> shared buckets' members by unit
+        # -> with their ids, by shard again -> star links to each bucket's smallest id, by unit of the larger end
         candidates = (
-            signed[_BUCKETS]
-            | "GroupBuckets" >> beam.GroupByKey()
+            signed
+            | "ShardByBand" >> beam.FlatMap(_band_shards, self._bands, self._rows, self._shards)
+            | "GroupBands" >> beam.GroupByKey()
+            | "SharedBuckets" >> beam.FlatMap(_shared_buckets)
+            | "GroupMembersByUnit" >> beam.GroupByKey()
+            | "MemberIds" >> beam.ParDo(_MemberIdsFn(self._source, self._shards, self._run_source))
+            | "GroupMembersByBand" >> beam.GroupByKey()
             | "BucketLinks" >> beam.FlatMap(_bucket_links)
-            | "DistinctLinks" >> beam.Distinct()
+            | "GroupByLargerUnit" >> beam.GroupByKey()
+            | "FetchLargerEnds" >> beam.ParDo(_FirstEndFn(self._source))
         )
-        if config.verify:
-            # links whose two signatures agree on >= threshold of their entries; two keyed
-            # joins bring both signatures to each link (no side input)
-            with_larger = (
-                {"signature": signed.signatures, "link": candidates}
-                | "JoinLargerSignature" >> beam.CoGroupByKey()
-                | "KeyBySmaller" >> beam.FlatMap(_link_with_signature)
-            )
-            links = (
-                {"signature": signed.signatures, "link": with_larger}
-                | "JoinSmallerSignature" >> beam.CoGroupByKey()
-                | "VerifyLinks" >> beam.ParDo(_VerifyLinksFn(config.threshold))
-            )
-        else:
-            links = candidates
+        verified = (
+            candidates
+            | "GroupBySmallerUnit" >> beam.GroupByKey()
+            | "Verify" >> beam.ParDo(_VerifyFn(self._source, config.threshold if config.verify else 0.0)).with_outputs(_NODES, main="links")
+        )
+        links = verified.links
+        # link arrays per round; each star operation groups them by a shard of its node
         edges, unstable = links, []
         for i in range(config.cc_rounds):  # unrolled: Beam graphs have no loops
             large = (
                 edges
-                | f"Undirect{i}" >> beam.FlatMap(_both_directions)
+                | f"Undirect{i}" >> beam.FlatMap(_node_shards, self._shards, True)
                 | f"GroupNeighbours{i}" >> beam.GroupByKey()
                 | f"LargeStar{i}" >> beam.ParDo(_StarFn(large_star, i, "large_star")).with_outputs(_UNSTABLE, main="links")
             )
             small = (
                 large.links
+                | f"KeyByLarger{i}" >> beam.FlatMap(_node_shards, self._shards, False)
                 | f"GroupSmaller{i}" >> beam.GroupByKey()
                 | f"SmallStar{i}" >> beam.ParDo(_StarFn(small_star, i, "small_star")).with_outputs(_UNSTABLE, main="links")
             )
             edges = small.links
             unstable += [large[_UNSTABLE], small[_UNSTABLE]]
-        # member, representative (its smallest neighbour: the component minimum once converged)
-        reps = edges | "Representative" >> beam.CombinePerKey(min)
-        # rep, member
-        members = reps | "KeyMemberByRep" >> beam.MapTuple(lambda member, rep: (rep, member))
-        sizes = members | "ClusterSize" >> beam.combiners.Count.PerKey()
-        # rep, member with a link of its own to rep (read for oversized clusters only)
-        direct = links | "KeyLinkBySmaller" >> beam.MapTuple(lambda larger, smaller: (smaller, larger))
+        # node -> the smallest node it reached; a label is its own member. Before convergence a node can
+        # be reached and reach further: it joins the smaller component (under-deduplication, never over-).
+        members = (
+            edges
+            | "KeyLabels" >> beam.FlatMap(_node_shards, self._shards, False)
+            | "GroupLabels" >> beam.GroupByKey()
+            | "Label" >> beam.FlatMap(_labels)
+            | "Members" >> beam.FlatMap(_members)
+            | "OneLabelPerNode" >> beam.CombinePerKey(min)
+        )
+        infos = verified[_NODES] | "OneInfoPerNode" >> beam.CombinePerKey(min)
         decided = (
-            {"member": members, "size": sizes, "direct": direct}
-            | "JoinCluster" >> beam.CoGroupByKey()
-            | "DecideClusters" >> beam.ParDo(_DecideClusterFn(config.max_cluster_size)).with_outputs(_SUMMARIES, main="drops")
+            {"label": members, "info": infos}
+            | "JoinMemberInfo" >> beam.CoGroupByKey()
+            | "KeyByLabel" >> beam.FlatMap(lambda item: [(item[1]["label"][0], (item[0], item[1]["info"][0]))])
+            | "GroupComponents" >> beam.GroupByKey()
+            | "DecideComponents" >> beam.ParDo(_DecideComponentFn(config.threshold, config.max_cluster_size, self._run_source))
+            .with_outputs(_SUMMARIES, _SPLITS, main="decisions")
         )
-        kept_or_dropped = (
-            {"record": signed[_RECORDS], "rep": decided.drops}
-            | "JoinDecision" >> beam.CoGroupByKey()
-            | "DropNearDuplicates" >> beam.ParDo(_DropNearFn())
-        )
-        out = (kept_or_dropped, split.dropped) | "MergeRecords" >> beam.Flatten()
         groups = decided[_SUMMARIES] | "SummarizeClusters" >> beam.CombineGlobally(DuplicateGroupsCombineFn())
         unstable_counts = (
-            unstable
-            | "FlattenUnstable" >> beam.Flatten()
-            | "CountUnstable" >> beam.combiners.Count.PerElement()
-            | "UnstableDict" >> beam.combiners.ToDict()
+            unstable | "FlattenUnstable" >> beam.Flatten() | "SumUnstable" >> beam.CombinePerKey(sum) | "UnstableDict" >> beam.combiners.ToDict()
         )
-        candidate_count = candidates | "CountCandidates" >> beam.combiners.Count.Globally()
-        link_count = links | "CountLinks" >> beam.combiners.Count.Globally()
-        stats = _stats(
-            records.pipeline,
+        splits = decided[_SPLITS] | "SplitReports" >> beam.combiners.ToList()
+        candidate_count = candidates | "CountCandidates" >> beam.Map(lambda element: len(element[1][0])) | "SumCandidates" >> beam.CombineGlobally(sum)
+        link_count = links | "CountLinks" >> beam.Map(lambda pair: len(pair[0])) | "SumLinks" >> beam.CombineGlobally(sum)
+        stats = groups | "NearStats" >> beam.Map(
             _near_stats,
-            groups,
-            records=records,
-            eligible=signed.signatures,
-            errors=signed[schema.ERRORS_TAG],
-            config=config,
-            bands=self._bands,
-            rows=self._rows,
             unstable=beam.pvalue.AsSingleton(unstable_counts),
+            splits=beam.pvalue.AsSingleton(splits),
             candidate_links=beam.pvalue.AsSingleton(candidate_count),
             verified_links=beam.pvalue.AsSingleton(link_count),
+            config=config, bands=self._bands, rows=self._rows,
         )
-        return {"records": out, "stats": stats, "errors": signed[schema.ERRORS_TAG]}
+        return {"decisions": decided.decisions, "stats": stats}
+

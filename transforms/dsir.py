@@ -37,15 +37,18 @@ Deviations from the reference:
   the U+0307 of ``"İ".lower()``, Indic vowel signs): on text with those the reference's tokens,
   and so its buckets, differ from winnow's. No document of the demo corpus has one.
 - ``raw_token_budget`` fits the raw distribution on a deterministic uniform subset instead of the
-  first documents read: the documents whose id hash (blake2b) falls in the lowest of
-  ``BUDGET_BINS`` equal slices of the hash range, as many slices as keep the subset's *token*
-  count within the budget (the reference counts unigrams + bigrams, about 2 per token). The
-  lowest slice is always used, so an over-small budget still fits on something.
-- Records that an earlier stage dropped are neither fitted nor scored; records this method drops
-  as too short are fitted (as the reference) and still get their weight.
-- Sampling is not done here: ``gumbel_keys`` gives the key whose top-k is importance resampling
-  without replacement (Gumbel top-k, as the reference's ``resample``), with noise from a hash of
-  (seed, id) instead of a global RNG; plain top-k ranks by the log weight itself.
+  first documents read: the documents whose seeded id rank (``seeded.sample_rank``) falls in the
+  lowest of ``budget_slices(B)`` equal slices of the rank range, as many slices as keep the
+  subset's *token* count within the budget (the reference counts unigrams + bigrams, about 2 per
+  token). One pass: ``BudgetCountsCombineFn`` keeps the n-gram counts of every slice (a fixed
+  (slices, B) table) and keeps the lowest slices in budget at the end; the lowest slice is always
+  used, so an over-small budget still fits on something.
+- The raw distribution is fitted on every valid record read, duplicates included (as the
+  reference, which fits before any deduplication); too-short documents are fitted too.
+- Sampling is not done here: the selection key ``log w + Gumbel(seed, id)`` (``seeded.gumbel``)
+  makes the top-N importance resampling without replacement (Gumbel top-k, as the reference's
+  ``resample``), with noise from a hash of (seed, id) instead of a global RNG; plain top-k ranks
+  by the log weight itself.
 
 Several targets (the reference's ``separate_targets``). ``dsir_log_weight`` is always the weight
 against all target datasets pooled (their counts summed). With ``separate_targets`` each record
@@ -68,43 +71,39 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
+import pyarrow as pa
 
-from winnow.transforms import schema
-from winnow.transforms.select import gumbel_noise
-from winnow.transforms.text import WORDPUNCT_PATTERN, TokenHasher, hash_to_range, wordpunct_tokens
-from winnow.transforms.validation import check_int, is_int
+from winnow.transforms import schema, seeded
+from winnow.transforms.text import WORDPUNCT_PATTERN, NgramHashes, TokenHasher, hash_to_range, wordpunct_tokens
+from winnow.transforms.validation import check_bool, check_choice, check_int
 
 NAMESPACE = "winnow.dsir"
 EPS = 1e-8  # the reference's smoothing of both distributions
 HASHES = ("fast", "sha256")
 MAX_NGRAMS = 5
 MAX_BUCKETS = 1 << 30  # fast buckets are (h >> 32) · B >> 32, exact for B < 2**32
-BUDGET_BITS = 16
-BUDGET_BINS = 1 << BUDGET_BITS  # id-hash slices of the raw token budget: 512 KB of int64 counts
-BATCH_SIZE = 512  # documents per featurization call (~1 MB of typical web text)
+BUDGET_CELLS = 1 << 22  # the raw token budget's per-slice counts: at most 4M int64 cells (32 MB)
+MAX_BUDGET_SLICES = 256
 SHA256_CACHE_SIZE = 1 << 20  # distinct tokens / n-grams whose sha256 bucket is kept
-
-_KEPT, _TOO_SHORT, _ALREADY_DROPPED, _INVALID, _TOKENS = range(5)
-_TALLY = "tally"
 
 
 @dataclasses.dataclass(frozen=True)
 class DsirConfig:
     """DSIR settings (CLI: ``--dsir-buckets --dsir-ngrams --dsir-min-tokens
-    --dsir-raw-token-budget --dsir-hash``).
+    --dsir-raw-token-budget --dsir-hash --dsir-separate-targets --dsir-target-proportions``).
 
     Attributes:
         buckets: B, hash buckets shared by all n-gram orders (reference: 10,000).
         ngrams: n; 2 = unigrams and bigrams, 1 = unigrams only.
         min_tokens: documents with fewer tokens are dropped ``too_short`` (reference: 100).
         raw_token_budget: fit the raw distribution on a deterministic subset of at most this
-            many tokens (see the module docstring); None fits on every eligible record.
-        hash: ``"fast"`` (vectorised) or ``"sha256"`` (the reference's buckets exactly).
+            many tokens (see the module docstring); None fits on every record.
+        hash: ``"fast"`` (vectorised) or ``"sha256"`` (the reference's buckets).
         separate_targets: weigh each record against every target dataset separately too
-            (``dsir_target_log_weights``), for selecting per target (the reference's option).
+            (``winnow_dsir_target_log_weights``), for selecting per target (the reference's option).
         target_proportions: with ``separate_targets``, each target's share of the selection;
             None = its share of the targets' n-grams (the reference's default).
+        seed: seed of the raw token budget's subset.
     """
 
     buckets: int = 10_000
@@ -114,18 +113,16 @@ class DsirConfig:
     hash: str = "fast"
     separate_targets: bool = False
     target_proportions: tuple[float, ...] | None = None
+    seed: int = 0
 
     def __post_init__(self):
-        for name, low, high in (("buckets", 1, MAX_BUCKETS), ("ngrams", 1, MAX_NGRAMS), ("min_tokens", 0, None)):
-            value = getattr(self, name)
-            if not is_int(value):
-                raise TypeError(f"{name}={value!r}; expected an int")
-            if value < low or (high is not None and value > high):
-                bound = f"{low} <= {name} <= {high}" if high is not None else f"{name} >= {low}"
-                raise ValueError(f"{name}={value}; expected {bound}")
+        check_int("buckets", self.buckets, 1, MAX_BUCKETS)
+        check_int("ngrams", self.ngrams, 1, MAX_NGRAMS)
+        check_int("min_tokens", self.min_tokens, 0)
         check_int("raw_token_budget", self.raw_token_budget, 1, allow_none=True)
-        if self.hash not in HASHES:
-            raise ValueError(f"hash={self.hash!r}; expected one of {HASHES}")
+        check_choice("hash", self.hash, HASHES)
+        check_bool("separate_targets", self.separate_targets)
+        check_int("seed", self.seed, 0)
         if self.target_proportions is not None:
             if not self.separate_targets:
                 raise ValueError(f"target_proportions={self.target_proportions}; only used with separate_targets")
@@ -173,10 +170,14 @@ class NgramHasher:
         self._cache: dict[str, int] = {}
         self._tokens = TokenHasher() if self.hash == "fast" else None
 
-    def featurize(self, texts: list[str]) -> HashedNgrams:
-        """The n-gram occurrences of ``texts`` (D strings)."""
+    def featurize(self, texts: list[str], grams: NgramHashes | None = None) -> HashedNgrams:
+        """The n-gram occurrences of ``texts`` (D strings).
+
+        ``grams``: in ``"fast"`` mode, the texts' ``TokenHasher.ngram_hashes`` covering orders
+        1..n, when the caller has hashed them already for another method (hash each text once).
+        """
         if self.hash == "fast":
-            grams = self._tokens.ngram_hashes(texts, self.ngrams)
+            grams = (grams or self._tokens.ngram_hashes(texts, self.ngrams)).orders(1, self.ngrams)
             return HashedNgrams(grams.doc, hash_to_range(grams.hash, self.buckets), grams.n_tokens)
         return self._sha256_ngrams(texts)
 
@@ -253,9 +254,9 @@ def log_ratio(target_counts: np.ndarray, raw_counts: np.ndarray, eps: float = EP
 def log_weights(features: HashedNgrams, ratio: np.ndarray) -> np.ndarray:
     """``log w(d) = Σ_b x_b(d) r_b``: (D,) float64 for r (B,), or (D, T) for T targets' r (T, B)."""
     n_docs = len(features.n_tokens)
-    if ratio.ndim == 1:
-        return np.bincount(features.doc, weights=ratio[features.bucket], minlength=n_docs)
-    return np.stack([np.bincount(features.doc, weights=r[features.bucket], minlength=n_docs) for r in ratio], axis=1)
+    if ratio.ndim == 1:  # float64 even without an n-gram (bincount of nothing is int64)
+        return np.bincount(features.doc, weights=ratio[features.bucket], minlength=n_docs).astype(np.float64)
+    return np.stack([np.bincount(features.doc, weights=r[features.bucket], minlength=n_docs) for r in ratio], axis=1).astype(np.float64)
 
 
 def kl_divergence(p_counts: np.ndarray, q_counts: np.ndarray, eps: float = EPS) -> float:
@@ -292,16 +293,6 @@ def kl_reduction(target_counts, raw_counts, selected_counts, eps: float = EPS) -
     return float(np.mean(target @ gain))
 
 
-def gumbel_keys(log_weights: np.ndarray, ids: list[str], seed: int) -> np.ndarray:
-    """(D,) float64 sampling keys ``log w + G``, G = -log(-log u), u from blake2b of ``f"{seed}:{id}"``.
-
-    The top-N records by key are a sample without replacement with probability ∝ w (Gumbel
-    top-k, as the reference's ``resample``); the noise is ``select.gumbel_noise``, identical on
-    every worker. Plain top-k (``--dsir-top-k``) ranks by ``log w`` itself.
-    """
-    return np.asarray(log_weights, dtype=np.float64) + gumbel_noise(ids, seed)
-
-
 def target_shares(target_ngrams: list[int], proportions=None) -> list[float]:
     """Each target's share of the selection, summing to 1: ``proportions`` normalised, else each
     target's share of the targets' n-grams (the reference's default); equal shares when all are 0."""
@@ -311,26 +302,24 @@ def target_shares(target_ngrams: list[int], proportions=None) -> list[float]:
     return (shares / shares.sum()).tolist()
 
 
-def id_bins(ids: list[str]) -> np.ndarray:
-    """(D,) int64 budget slice of each id: the top BUDGET_BITS bits of ``blake2b_64(id)``."""
-    shift = 64 - BUDGET_BITS
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(i.encode("utf-8"), digest_size=8).digest(), "big") >> shift for i in ids),
-        np.int64,
-        len(ids),
-    )
+def budget_slices(buckets: int) -> int:
+    """Slices of the raw token budget for B buckets: ``MAX_BUDGET_SLICES``, fewer when B is large."""
+    return max(1, min(MAX_BUDGET_SLICES, BUDGET_CELLS // buckets))
 
 
-def budget_cutoff(bin_tokens: np.ndarray, budget: int) -> int:
-    """The number of lowest id slices to fit on: the most whose tokens total at most ``budget``, at least 1.
-
-    ``bin_tokens`` (BUDGET_BINS,) int64 tokens of the raw records per slice.
-    """
-    within = int(np.searchsorted(np.cumsum(bin_tokens), budget, side="right"))
-    return max(within, 1)
+def slice_of(ranks: np.ndarray, slices: int) -> np.ndarray:
+    """(n,) int64 slice of each int64 seeded rank (``seeded.sample_rank``): equal slices of the rank range."""
+    unsigned = np.asarray(ranks, np.int64).view(np.uint64) ^ np.uint64(1 << 63)
+    return ((unsigned >> np.uint64(32)) * np.uint64(slices) >> np.uint64(32)).astype(np.int64)
 
 
-# --- Beam wrappers -----------------------------------------------------------------------
+def budget_cutoff(slice_tokens: np.ndarray, budget: int) -> int:
+    """The number of lowest slices to fit on: the most whose tokens total at most ``budget``, and at least
+    up to the first slice holding any token (an over-small budget still fits on something)."""
+    totals = np.cumsum(slice_tokens)
+    within = int(np.searchsorted(totals, budget, side="right"))
+    first = int(np.searchsorted(totals, 0, side="right")) + 1
+    return min(max(within, first), len(totals))
 
 
 class NgramTotals(NamedTuple):
@@ -341,8 +330,70 @@ class NgramTotals(NamedTuple):
     tokens: int
 
 
+def pooled(targets: list[NgramTotals]) -> NgramTotals:
+    """The targets' totals summed: the pooled target."""
+    return NgramTotals(np.sum([t.counts for t in targets], axis=0), sum(t.documents for t in targets), sum(t.tokens for t in targets))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DsirModel:
+    """The fitted state every scoring worker needs.
+
+    Attributes:
+        ratio: (B,) float64 log-ratio against the pooled target, or with separate targets (1 + T, B):
+            pooled, then each target.
+        raw: the raw n-gram totals fitted (on the budget subset when there is a budget).
+        targets: each target dataset's n-gram totals.
+        shares: each target's share of the selection (``target_shares``).
+    """
+
+    ratio: np.ndarray
+    raw: NgramTotals
+    targets: tuple[NgramTotals, ...]
+    shares: tuple[float, ...]
+
+    @property
+    def target_counts(self) -> np.ndarray:
+        """For ``kl_reduction``: the pooled (B,) counts, or with separate targets each target's (T, B)."""
+        return np.stack([t.counts for t in self.targets]) if self.ratio.ndim == 2 else pooled(list(self.targets)).counts
+
+    def stats(self) -> dict:
+        target = pooled(list(self.targets))
+        return {
+            "raw_documents_fitted": self.raw.documents,
+            "raw_tokens_fitted": self.raw.tokens,
+            "target_documents": target.documents,
+            "target_tokens": target.tokens,
+            "targets": [{"documents": t.documents, "tokens": t.tokens, "share": share} for t, share in zip(self.targets, self.shares)],
+        }
+
+
+def fit_model(raw: NgramTotals, targets: list[NgramTotals], config: DsirConfig) -> DsirModel:
+    """The ``DsirModel`` of the raw and target totals (the pooled ratio, and each target's with separate targets)."""
+    target = pooled(targets)
+    counts = np.vstack([target.counts, *[t.counts for t in targets]]) if config.separate_targets else target.counts
+    shares = target_shares([int(t.counts.sum()) for t in targets], config.target_proportions)
+    return DsirModel(log_ratio(counts, raw.counts), raw, tuple(targets), tuple(shares))
+
+
+class DsirScorer:
+    """Texts -> (log weights, lengths) against one ``DsirModel``; build once per worker."""
+
+    def __init__(self, model: DsirModel, config: DsirConfig):
+        self._model, self._config = model, config
+        self._hasher = NgramHasher(config)
+
+    def score(self, texts: list[str], grams: NgramHashes | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """((D,) or (D, 1 + T) float64 log weights, (D,) int64 reference lengths); ``grams`` as ``featurize``'s."""
+        features = self._hasher.featurize(texts, grams)
+        return log_weights(features, self._model.ratio), document_lengths(features.n_tokens, self._config.ngrams)
+
+
+# --- Beam wrappers -----------------------------------------------------------------------
+
+
 class _HashingCombineFn(beam.CombineFn):
-    """Base of the CombineFns that hash text: ``_get_hasher()`` builds the hasher once per process; never pickled."""
+    """Base of the CombineFns that hash text: the hasher is built once per process and never pickled."""
 
     def __init__(self, config: DsirConfig):
         super().__init__()
@@ -352,31 +403,27 @@ class _HashingCombineFn(beam.CombineFn):
     def __getstate__(self):
         return {**self.__dict__, "_hasher": None}
 
-    def _get_hasher(self) -> NgramHasher:
+    def hasher(self) -> NgramHasher:
         if self._hasher is None:
             self._hasher = NgramHasher(self._config)
         return self._hasher
 
 
 class NgramCountsCombineFn(_HashingCombineFn):
-    """Texts, or lists of texts (batches), -> (B,) int64 hashed n-gram counts; no input -> zeros.
+    """Lists of texts (batches) -> ``NgramTotals`` of their hashed n-grams; no input -> zeros.
 
-    The accumulator is a fixed-size ``NgramTotals``; merges are sums, so any order gives the same
-    result.
+    The accumulator is fixed-size; merges are sums, so any order gives the same result.
     """
 
     def create_accumulator(self):
         return NgramTotals(np.zeros(self._config.buckets, dtype=np.int64), 0, 0)
 
     def add_input(self, accumulator, texts):
-        if isinstance(texts, str):
-            texts = [texts]
         if not texts:
             return accumulator
-        features = self._get_hasher().featurize(texts)
+        features = self.hasher().featurize(texts)
         counts = accumulator.counts + ngram_counts(features, self._config.buckets)
-        tokens = accumulator.tokens + int(features.n_tokens.sum())
-        return NgramTotals(counts, accumulator.documents + len(texts), tokens)
+        return NgramTotals(counts, accumulator.documents + len(texts), accumulator.tokens + int(features.n_tokens.sum()))
 
     def merge_accumulators(self, accumulators):
         counts, documents, tokens = self.create_accumulator()
@@ -385,265 +432,151 @@ class NgramCountsCombineFn(_HashingCombineFn):
         return NgramTotals(counts, documents, tokens)
 
     def extract_output(self, accumulator):
-        return accumulator.counts
-
-
-class _NgramTotalsCombineFn(NgramCountsCombineFn):
-    """As ``NgramCountsCombineFn``, keeping the document and token totals for the stats."""
-
-    def extract_output(self, accumulator):
         return accumulator
 
 
-class _TokenHistogramCombineFn(_HashingCombineFn):
-    """Batches of (id, text) -> (BUDGET_BINS,) int64 tokens per id slice."""
+class BudgetCountsCombineFn(_HashingCombineFn):
+    """``(ids, texts)`` batches -> ``NgramTotals`` of the lowest rank slices within the raw token budget.
+
+    The accumulator keeps, per slice of ``seeded.sample_rank(ids, seed)``, the n-gram counts, the
+    documents and the tokens: a fixed (slices, B) table, summed by merges.
+    """
 
     def create_accumulator(self):
-        return np.zeros(BUDGET_BINS, dtype=np.int64)
+        slices = budget_slices(self._config.buckets)
+        return np.zeros((slices, self._config.buckets), np.int64), np.zeros(slices, np.int64), np.zeros(slices, np.int64)
 
-    def add_input(self, accumulator, pairs):
-        if not pairs:
+    def add_input(self, accumulator, ids_and_texts):
+        ids, texts = ids_and_texts
+        if not texts:
             return accumulator
-        ids, texts = zip(*pairs)
-        np.add.at(accumulator, id_bins(ids), self._get_hasher().count_tokens(list(texts)))
+        counts, documents, tokens = accumulator
+        doc_slice = slice_of(seeded.sample_rank(ids, self._config.seed), len(documents))
+        features = self.hasher().featurize(texts)
+        np.add.at(counts, (doc_slice[features.doc], features.bucket), 1)
+        np.add.at(documents, doc_slice, 1)
+        np.add.at(tokens, doc_slice, features.n_tokens)
         return accumulator
 
     def merge_accumulators(self, accumulators):
-        return np.sum([self.create_accumulator(), *accumulators], axis=0)
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            for total, part in zip(merged, accumulator):
+                total += part
+        return merged
 
     def extract_output(self, accumulator):
-        return accumulator
+        counts, documents, tokens = accumulator
+        cutoff = budget_cutoff(tokens, self._config.raw_token_budget)
+        return NgramTotals(counts[:cutoff].sum(axis=0), int(documents[:cutoff].sum()), int(tokens[:cutoff].sum()))
 
 
-def _fit_pairs(batch: list[dict]) -> list[tuple[str, str]]:
-    """(id, text) of the records of a batch that enter the raw fit: eligible, with str text."""
-    return [
-        (r[schema.ID], r[schema.TEXT])
-        for r in batch
-        if schema.is_eligible(r) and isinstance(r.get(schema.TEXT), str)
-    ]
+def raw_totals_combine(config: DsirConfig) -> beam.CombineFn:
+    """The raw fit's CombineFn: ``(ids, texts)`` batches -> ``NgramTotals`` (all of them, or the budget subset)."""
+    if config.raw_token_budget is not None:
+        return BudgetCountsCombineFn(config)
+    return _TextsOnly(NgramCountsCombineFn(config))
 
 
-def _fit_texts(batch: list[dict]) -> list[str]:
-    return [text for _, text in _fit_pairs(batch)]
+class _TextsOnly(beam.CombineFn):
+    """A CombineFn of text lists fed ``(ids, texts)`` pairs."""
 
-
-def _texts_in_budget(batch: list[dict], cutoff: int) -> list[str]:
-    pairs = _fit_pairs(batch)
-    if not pairs:
-        return []
-    keep = id_bins([doc_id for doc_id, _ in pairs]) < cutoff
-    return [text for (_, text), k in zip(pairs, keep) if k]
-
-
-def _str_text(record: dict) -> list[str]:
-    text = record.get(schema.TEXT)
-    return [text] if isinstance(text, str) else []
-
-
-def _gathered(first, *rest) -> list:
-    return [first, *rest]
-
-
-def _pooled(targets: list[NgramTotals]) -> NgramTotals:
-    """The targets' totals summed: the pooled target."""
-    return NgramTotals(np.sum([t.counts for t in targets], axis=0), sum(t.documents for t in targets), sum(t.tokens for t in targets))
-
-
-def _log_ratios(targets: list[NgramTotals], raw: NgramTotals, separate: bool) -> np.ndarray:
-    """``log_ratio`` against the pooled targets, (B,); with ``separate`` (1 + T, B): pooled, then each target."""
-    if not separate:
-        return log_ratio(_pooled(targets).counts, raw.counts)
-    return log_ratio(np.vstack([_pooled(targets).counts, *[t.counts for t in targets]]), raw.counts)
-
-
-def _shares_of_totals(targets: list[NgramTotals], config: DsirConfig) -> list[float]:
-    return target_shares([int(t.counts.sum()) for t in targets], config.target_proportions)
-
-
-def _target_counts(targets: list[NgramTotals], separate: bool) -> np.ndarray:
-    """For ``kl_reduction``: the pooled (B,) counts, or with ``separate`` each target's, (T, B)."""
-    return np.stack([t.counts for t in targets]) if separate else _pooled(targets).counts
-
-
-def _counts_of_totals(totals: NgramTotals) -> np.ndarray:
-    return totals.counts
-
-
-def _sum_tallies(tallies) -> np.ndarray:
-    return np.sum([np.zeros(5, dtype=np.int64), *tallies], axis=0)
-
-
-def _stats(tally: np.ndarray, raw: NgramTotals, targets: list[NgramTotals], config: DsirConfig) -> dict:
-    pooled, shares = _pooled(targets), _shares_of_totals(targets, config)
-    return {
-        "kept": int(tally[_KEPT]),
-        "too_short": int(tally[_TOO_SHORT]),
-        "already_dropped": int(tally[_ALREADY_DROPPED]),
-        "invalid": int(tally[_INVALID]),
-        "raw_tokens": int(tally[_TOKENS]),
-        "raw_documents_fitted": raw.documents,
-        "raw_tokens_fitted": raw.tokens,
-        "target_documents": pooled.documents,
-        "target_tokens": pooled.tokens,
-        "targets": [{"documents": t.documents, "tokens": t.tokens, "share": share} for t, share in zip(targets, shares)],
-        "config": dataclasses.asdict(config),
-    }
-
-
-class _ScoreDsirFn(beam.DoFn):
-    """Batch of records -> each record with ``dsir_log_weight``, short ones dropped ``too_short``.
-
-    Records an earlier stage dropped pass through unscored; records without a str text go to
-    ``errors``. One tally vector per batch goes to the ``tally`` output.
-    """
-
-    def __init__(self, config: DsirConfig):
-        self._config = config
-
-    def setup(self):
-        self._hasher = NgramHasher(self._config)
-        self._counters = {
-            _KEPT: Metrics.counter(NAMESPACE, "kept"),
-            _TOO_SHORT: Metrics.counter(NAMESPACE, schema.TOO_SHORT),
-            _ALREADY_DROPPED: Metrics.counter(NAMESPACE, "already_dropped"),
-            _INVALID: Metrics.counter(NAMESPACE, "invalid_text"),
-        }
-
-    def process(self, batch, ratio):
-        tally = np.zeros(5, dtype=np.int64)
-        scorable = []
-        for record in batch:
-            if not schema.is_eligible(record):
-                tally[_ALREADY_DROPPED] += 1
-                yield record
-            elif not isinstance(record.get(schema.TEXT), str):
-                tally[_INVALID] += 1
-                error = {"source": NAMESPACE, "position": None, "reason": "dsir_failed: TypeError"}
-                yield beam.pvalue.TaggedOutput(schema.ERRORS_TAG, {**error, "raw": repr(record)[:1000]})
-            else:
-                scorable.append(record)
-        if scorable:
-            features = self._hasher.featurize([r[schema.TEXT] for r in scorable])
-            weights = log_weights(features, ratio).tolist()  # (D,), or (D, 1 + T): pooled, then each target
-            if ratio.ndim == 1:
-                columns = [{schema.DSIR_LOG_WEIGHT: w} for w in weights]
-            else:
-                columns = [{schema.DSIR_LOG_WEIGHT: w[0], schema.DSIR_TARGET_LOG_WEIGHTS: w[1:]} for w in weights]
-            long_enough = document_lengths(features.n_tokens, self._config.ngrams) >= self._config.min_tokens
-            tally[_TOKENS] = features.n_tokens.sum()
-            for record, scores, keep in zip(scorable, columns, long_enough.tolist()):
-                if keep:
-                    tally[_KEPT] += 1
-                    yield {**record, **scores}
-                else:
-                    tally[_TOO_SHORT] += 1
-                    yield schema.drop(record, schema.TOO_SHORT, **scores)
-        for exit_, counter in self._counters.items():
-            counter.inc(int(tally[exit_]))
-        yield beam.pvalue.TaggedOutput(_TALLY, tally)
-
-
-class CountNgrams(beam.PTransform):
-    """Records -> a singleton PCollection of their (B,) int64 hashed n-gram counts.
-
-    Counts every record's text (the caller picks the records: the selection, a random selection
-    of the same size, the target); the building block of ``kl_reduction``. No records -> zeros.
-    """
-
-    def __init__(self, config: DsirConfig):
+    def __init__(self, inner: beam.CombineFn):
         super().__init__()
-        self._config = config
+        self._inner = inner
 
-    def expand(self, records):
-        return (
-            records
-            | "RecordTexts" >> beam.FlatMap(_str_text)
-            | "BatchTexts" >> beam.BatchElements(max_batch_size=BATCH_SIZE)
-            | "CountNgrams" >> beam.CombineGlobally(NgramCountsCombineFn(self._config))
+    def create_accumulator(self):
+        return self._inner.create_accumulator()
+
+    def add_input(self, accumulator, ids_and_texts):
+        return self._inner.add_input(accumulator, ids_and_texts[1])
+
+    def merge_accumulators(self, accumulators):
+        return self._inner.merge_accumulators(accumulators)
+
+    def extract_output(self, accumulator):
+        return self._inner.extract_output(accumulator)
+
+
+def _ids_and_texts(table: pa.Table, text_field: str, id_field: str) -> tuple[list, list[str]]:
+    return table.column(id_field).to_pylist(), table.column(text_field).to_pylist()
+
+
+def _texts(table: pa.Table, text_field: str) -> list[str]:
+    return table.column(text_field).to_pylist()
+
+
+def _model(raw: NgramTotals, *targets: NgramTotals, config: DsirConfig) -> DsirModel:
+    return fit_model(raw, list(targets), config)
+
+
+class FitDsir(beam.PTransform):
+    """Raw record batches (Arrow tables) -> a singleton ``DsirModel`` fitted against the target(s).
+
+    Args:
+        targets: one PCollection of target record batches, or a list of them (one per target dataset).
+        config: DsirConfig.
+        text_field, id_field: the columns of the text and (for the raw token budget) the id.
+
+    Example: ``model = raw | FitDsir(target, DsirConfig(buckets=4096))``.
+    """
+
+    def __init__(self, targets, config: DsirConfig = DsirConfig(), text_field: str = "text", id_field: str = "id"):
+        super().__init__()
+        self._targets = list(targets) if isinstance(targets, (list, tuple)) else [targets]
+        if not self._targets:
+            raise ValueError("targets=[]; expected a target PCollection, or a list of one or more")
+        if config.target_proportions is not None and len(config.target_proportions) != len(self._targets):
+            raise ValueError(f"target_proportions={config.target_proportions}; expected one share per target ({len(self._targets)})")
+        self._config, self._text_field, self._id_field = config, text_field, id_field
+
+    def expand(self, tables):
+        config = self._config
+        raw = (
+            tables
+            | "IdsAndTexts" >> beam.Map(_ids_and_texts, self._text_field, self._id_field)
+            | "FitRaw" >> beam.CombineGlobally(raw_totals_combine(config))
         )
+        fits = [
+            target
+            | f"TargetTexts{t}" >> beam.Map(_texts, self._text_field)
+            | f"FitTarget{t}" >> beam.CombineGlobally(NgramCountsCombineFn(config))
+            for t, target in enumerate(self._targets)
+        ]
+        return raw | "FitModel" >> beam.Map(_model, *[beam.pvalue.AsSingleton(f) for f in fits], config=config)
+
+
+class _ScoreTablesFn(beam.DoFn):
+    """Record batch -> the batch with ``winnow_dsir_log_weight`` (and per-target weights) appended."""
+
+    def __init__(self, config: DsirConfig, text_field: str):
+        self._config, self._text_field = config, text_field
+        self._scorer = None
+
+    def process(self, table: pa.Table, model: DsirModel):
+        if self._scorer is None:  # side inputs are not available in setup(): the first batch builds it
+            self._scorer = DsirScorer(model, self._config)
+        weights, _ = self._scorer.score(table.column(self._text_field).to_pylist())
+        if weights.ndim == 1:
+            yield table.append_column(schema.field(schema.DSIR_LOG_WEIGHT), pa.array(weights))
+            return
+        table = table.append_column(schema.field(schema.DSIR_LOG_WEIGHT), pa.array(weights[:, 0]))
+        yield table.append_column(schema.field(schema.DSIR_TARGET_LOG_WEIGHTS), pa.array(weights[:, 1:].tolist()))
 
 
 class ScoreDsir(beam.PTransform):
-    """Records -> records with ``dsir_log_weight``, the DSIR importance log weight against the target.
-
-    ``expand(records)`` returns a dict of PCollections:
-
-    - ``"records"``: every input record once. Eligible records get ``dsir_log_weight`` (float),
-      the weight against all targets pooled, and with ``separate_targets`` also
-      ``dsir_target_log_weights`` (T floats, one per target); those shorter than ``min_tokens``
-      are also dropped ``too_short`` (their weights are set too). Records an earlier stage
-      dropped pass through unchanged and are not fitted.
-    - ``"errors"``: eligible records whose ``text`` is not a str.
-    - ``"stats"``: one dict: kept / too_short / already_dropped / invalid counts, raw tokens,
-      raw documents and tokens fitted, target documents and tokens (pooled and per target, with
-      each target's share), the config.
-    - ``"target_counts"``, ``"raw_counts"``: singletons, the n-gram counts fitted, for
-      ``kl_reduction``: the pooled target's (B,), or with ``separate_targets`` each target's
-      (T, B); the raw ones (B,) on the budget subset when ``raw_token_budget`` is set.
-    - ``"target_shares"``: singleton, each target's share of the selection (``target_shares``).
+    """Record batches (Arrow tables) -> the same batches with DSIR's log importance weight appended.
 
     Args:
-        target: PCollection of target records (dicts with a str ``text``; others are skipped), or
-            a list of them, one per target dataset.
-        config: DsirConfig; ``target_proportions``, if given, has one share per target.
+        model: singleton PCollection of a ``DsirModel`` (``FitDsir``).
+        config, text_field: as ``FitDsir``'s.
+
+    Example: ``scored = raw | ScoreDsir(raw | FitDsir(target))``.
     """
 
-    def __init__(self, target, config: DsirConfig = DsirConfig()):
+    def __init__(self, model: beam.PCollection, config: DsirConfig = DsirConfig(), text_field: str = "text"):
         super().__init__()
-        if not isinstance(config, DsirConfig):
-            raise TypeError(f"config={config!r}; expected a DsirConfig")
-        self._targets = list(target) if isinstance(target, (list, tuple)) else [target]
-        if not self._targets:
-            raise ValueError("target=[]; expected a target PCollection, or a list of one or more")
-        if config.target_proportions is not None and len(config.target_proportions) != len(self._targets):
-            raise ValueError(f"target_proportions={config.target_proportions}; expected one share per target ({len(self._targets)})")
-        self._config = config
+        self._model, self._config, self._text_field = model, config, text_field
 
-    def expand(self, records):
-        config = self._config
-        # Featurizing has a per-call cost (joins, table lookups): every step works on batches.
-        batches = records | "BatchRecords" >> beam.BatchElements(max_batch_size=BATCH_SIZE)  # [record]
-        if config.raw_token_budget is None:
-            raw_texts = batches | "RawTexts" >> beam.Map(_fit_texts)  # [text]
-        else:
-            # tokens per id slice (BUDGET_BINS,) -> number of lowest slices within the budget -> their [text]
-            bin_tokens = (
-                batches
-                | "IdsAndTexts" >> beam.Map(_fit_pairs)
-                | "CountTokensPerSlice" >> beam.CombineGlobally(_TokenHistogramCombineFn(config))
-            )
-            cutoff = bin_tokens | "BudgetCutoff" >> beam.Map(budget_cutoff, config.raw_token_budget)
-            raw_texts = batches | "RawTextsInBudget" >> beam.Map(
-                _texts_in_budget, cutoff=beam.pvalue.AsSingleton(cutoff)
-            )
-        raw = raw_texts | "FitRaw" >> beam.CombineGlobally(_NgramTotalsCombineFn(config))  # NgramTotals
-        fits = [
-            target
-            | f"TargetTexts{t}" >> beam.FlatMap(_str_text)
-            | f"BatchTarget{t}" >> beam.BatchElements(max_batch_size=BATCH_SIZE)
-            | f"FitTarget{t}" >> beam.CombineGlobally(_NgramTotalsCombineFn(config))
-            for t, target in enumerate(self._targets)
-        ]
-        targets = fits[0] | "Targets" >> beam.Map(_gathered, *[beam.pvalue.AsSingleton(f) for f in fits[1:]])  # [NgramTotals]
-        # (B,) or (1 + T, B) float64, broadcast to every scoring worker
-        ratio = targets | "LogRatio" >> beam.Map(_log_ratios, raw=beam.pvalue.AsSingleton(raw), separate=config.separate_targets)
-        scored = batches | "Score" >> beam.ParDo(_ScoreDsirFn(config), beam.pvalue.AsSingleton(ratio)).with_outputs(
-            schema.ERRORS_TAG, _TALLY, main="records"
-        )
-        # one (5,) int64 tally per batch -> their sum -> the stats dict
-        stats = (
-            scored[_TALLY]
-            | "SumTallies" >> beam.CombineGlobally(_sum_tallies)
-            | "Stats" >> beam.Map(
-                _stats, raw=beam.pvalue.AsSingleton(raw), targets=beam.pvalue.AsSingleton(targets), config=config
-            )
-        )
-        return {
-            "records": scored["records"],
-            "stats": stats,
-            "errors": scored[schema.ERRORS_TAG],
-            "target_counts": targets | "TargetCounts" >> beam.Map(_target_counts, config.separate_targets),
-            "raw_counts": raw | "RawCounts" >> beam.Map(_counts_of_totals),
-            "target_shares": targets | "TargetShares" >> beam.Map(_shares_of_totals, config),
-        }
+    def expand(self, tables):
+        return tables | "Score" >> beam.ParDo(_ScoreTablesFn(self._config, self._text_field), beam.pvalue.AsSingleton(self._model))

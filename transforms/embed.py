@@ -20,13 +20,11 @@ index) among those with ``df_j >= MIN_DF``. The projection P is fitted once, on 
 - ``random``: a Gaussian random projection ``P_jk ~ N(0, 1/dim)`` drawn from the seed
   (Johnson-Lindenstrauss); nothing but the idf is learnt.
 
-Measured on the demo corpus (``benchmarks/bench_kmeans.py``, 3,073 documents, 256-d): the SVD
-embedding keeps 0.69 of each document's 10 nearest neighbours under the exact tf-idf cosine,
-the random projection of the same vocabulary 0.49, at about the same embedding speed (~7,900
-docs/s on one core); character 3-5 grams reach 0.70 but embed at ~480 docs/s. Hence the
-defaults: word 1-2 grams, SVD.
+The defaults (word 1-2 grams, SVD) keep each document's nearest neighbours under the exact tf-idf
+cosine about as well as character n-grams at a fraction of the cost, and much better than a
+random projection; the measurements are in ``benchmarks/RESULTS.md`` ("k-means").
 
-The fit sample is the ``sample_size`` eligible records with the smallest ``blake2b(seed, id)``,
+The fit sample is the ``sample_size`` records with the smallest ``seeded.sample_rank(id, seed)``,
 chosen by a fixed-size ``Top`` combine (never by collecting the corpus), sorted by id before the
 fit, so every runner fits the same projection. Sample texts are cut to ``SAMPLE_TEXT_CHARS``
 characters to bound the sample's memory.
@@ -40,12 +38,10 @@ Deviations and edge cases:
 - The SVD keeps at most ``min(dim, n_s, |V|)`` components; the remaining columns are zero.
 
 Precomputed embeddings. With ``embedding_field`` the vectors are read from that record field
-(parsed by ``vendi.parse_embedding``), L2-normalised, and checked to have length ``dim`` (by
-default the most common length in the data); unusable ones go to ``errors``.
+(``vectors.unit_vectors``), L2-normalised, and checked to have length ``dim`` (by default the
+most common length in the data); an unusable one makes its record a dead letter.
 
-Output: every eligible record gets ``schema.EMBEDDING`` (a private field the writer drops), a
-(dim,) float32 unit vector as bytes (``schema.embedding_bytes``; read it with
-``vendi.parse_embedding``). Records already dropped pass through unchanged.
+Output: a (dim,) float32 unit vector per document.
 """
 
 import dataclasses
@@ -53,17 +49,16 @@ import hashlib
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
+import pyarrow as pa
 from scipy import sparse
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.utils.extmath import randomized_svd
 
-from winnow.transforms import schema, text, vendi
-from winnow.transforms.io import error_record
-from winnow.transforms.validation import check_int, is_int
+from winnow.transforms import seeded, text
+from winnow.transforms.validation import check_choice, check_int, is_int
 
 NAMESPACE = "winnow.embed"
-EMBEDDING = schema.EMBEDDING  # the name pipelines/ use
+EMBEDDING = "winnow_embedding"  # the column ``Embed`` appends (fixed_size_list<float32>); the job keeps embeddings in its features table
 DEFAULT_DIM = 256
 MIN_DF = 2
 SAMPLE_TEXT_CHARS = 20_000
@@ -104,16 +99,14 @@ class EmbedConfig:
 
     def __post_init__(self):
         check_int("dim", self.dim, 1, allow_none=True)
-        if self.analyzer not in ANALYZERS:
-            raise ValueError(f"analyzer={self.analyzer!r}; expected one of {ANALYZERS}")
+        check_choice("analyzer", self.analyzer, ANALYZERS)
         bounds = tuple(self.ngram_range) if isinstance(self.ngram_range, (tuple, list)) else ()
         if len(bounds) != 2 or not all(is_int(v) for v in bounds) or not 1 <= bounds[0] <= bounds[1]:
             raise ValueError(f"ngram_range={self.ngram_range!r}; expected (min_n, max_n) ints, 1 <= min_n <= max_n")
         object.__setattr__(self, "ngram_range", bounds)
         check_int("n_features", self.n_features, 2, MAX_HASH_FEATURES)
         check_int("max_features", self.max_features, 1, self.n_features)
-        if self.projection not in PROJECTIONS:
-            raise ValueError(f"projection={self.projection!r}; expected one of {PROJECTIONS}")
+        check_choice("projection", self.projection, PROJECTIONS)
         check_int("sample_size", self.sample_size, 1)
         check_int("seed", self.seed, 0)
         field = self.embedding_field
@@ -149,12 +142,6 @@ class Projection:
     energy: float | None
 
 
-def sample_rank(seed: int, record_id: str) -> int:
-    """64-bit rank of a record in the fit sample, ``blake2b(f"{seed}:{id}")``: the smallest ranks form the sample."""
-    digest = hashlib.blake2b(f"{seed}:{record_id}".encode("utf-8"), digest_size=8, person=b"winnow-sample")
-    return int.from_bytes(digest.digest(), "big")
-
-
 class WordNgramVectorizer:
     """Texts -> (n, F) float32 csr counts of their hashed ``wordpunct`` n-grams, ``min_n <= k <= max_n``.
 
@@ -166,9 +153,10 @@ class WordNgramVectorizer:
         self.ngram_range, self.n_features = ngram_range, n_features
         self._hasher = text.TokenHasher()
 
-    def transform(self, texts: list[str]) -> sparse.csr_matrix:
+    def transform(self, texts: list[str], grams: text.NgramHashes | None = None) -> sparse.csr_matrix:
+        """``grams``: the texts' ``TokenHasher.ngram_hashes`` covering ``ngram_range``, when already computed."""
         min_n, max_n = self.ngram_range
-        grams = self._hasher.ngram_hashes(texts, max_n, min_n)
+        grams = (grams or self._hasher.ngram_hashes(texts, max_n, min_n)).orders(min_n, max_n)
         features = text.hash_to_range(grams.hash, self.n_features)
         ones = np.ones(len(features), dtype=np.float32)
         counts = sparse.csr_matrix((ones, (grams.doc, features)), shape=(len(texts), self.n_features))
@@ -247,14 +235,18 @@ def fallback_vectors(texts: list[str], dim: int) -> np.ndarray:
 
 
 def embed_texts(
-    texts: list[str], vectorizer: Vectorizer, projection: Projection
+    texts: list[str], vectorizer: Vectorizer, projection: Projection, grams: text.NgramHashes | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Texts -> ((n, dim) float32 unit rows, (n,) bool: the row is a no-vocabulary fallback).
 
     Every step is row by row (sparse products, per-row norms), so a document's embedding does
-    not depend on the batch it is computed in.
+    not depend on the batch it is computed in. ``grams``: the texts' n-gram hashes, when the
+    word vectorizer's were computed already (``WordNgramVectorizer.transform``).
     """
-    weights = tfidf_rows(vectorizer.transform(texts), projection.features, projection.idf)
+    if not texts:  # HashingVectorizer cannot transform an empty list
+        return np.zeros((0, projection.components.shape[1]), np.float32), np.zeros(0, dtype=bool)
+    counts = vectorizer.transform(texts, grams) if grams is not None else vectorizer.transform(texts)
+    weights = tfidf_rows(counts, projection.features, projection.idf)
     dense = np.asarray(weights @ projection.components, dtype=np.float32)
     norms = np.linalg.norm(dense, axis=1)
     empty = norms == 0.0
@@ -264,110 +256,22 @@ def embed_texts(
     return dense, empty
 
 
-def field_vector(value, dim: int | None, unit: bool = True) -> tuple[np.ndarray | None, str | None]:
-    """An embedding value -> ``((dim,) float32 vector, None)`` or ``(None, why)``.
-
-    ``why`` is one of ``vendi.INVALID_REASONS`` (all-zero vectors are rejected); ``dim=None``
-    accepts any length. ``unit`` scales the vector to unit norm, else it is kept as given.
-    """
-    vector, why = vendi.parse_embedding(value, normalize=True)
-    if why is None and dim is not None and vector.shape[0] != dim:
-        why = vendi.DIM_MISMATCH
-    if why is not None:
-        return None, why
-    if unit:
-        vector = vector / np.linalg.norm(vector)
-    return vector.astype(np.float32), None
-
-
 # --- Beam wrappers ---------------------------------------------------------------------------
 
 
-def _sample_entry(record: dict, seed: int):
-    """Eligible record -> (rank, id, text cut to SAMPLE_TEXT_CHARS); nothing for records without text."""
-    if isinstance(record.get(schema.TEXT), str):
-        yield sample_rank(seed, record[schema.ID]), record[schema.ID], record[schema.TEXT][:SAMPLE_TEXT_CHARS]
+def sample_entries(ids: list, texts: list[str], seed: int) -> list[tuple[int, str, str]]:
+    """``(rank, str(id), text cut to SAMPLE_TEXT_CHARS)``: the entries the fit sample is the smallest of."""
+    ranks = seeded.sample_rank(ids, seed).tolist()
+    return [(rank, str(doc_id), doc[:SAMPLE_TEXT_CHARS]) for rank, doc_id, doc in zip(ranks, ids, texts)]
 
 
-def _sample_order(entry: tuple) -> tuple:
-    return entry[0], entry[1]
-
-
-def _fit_on_sample(entries: list[tuple], config: EmbedConfig) -> Projection:
-    texts = [doc for _, _, doc in sorted(entries, key=lambda entry: entry[1])]  # by id: runner-independent
+def fit_on_sample(entries: list[tuple[int, str, str]], config: EmbedConfig) -> Projection:
+    """The ``Projection`` of a sample of ``sample_entries``, fitted in id order (runner-independent)."""
+    texts = [doc for _, _, doc in sorted(entries, key=lambda entry: entry[1])]
     return fit_projection(texts, make_vectorizer(config), config)
 
 
-def _field_dim(record: dict, field: str) -> int | None:
-    vector, _ = vendi.parse_embedding(record.get(field), normalize=True)
-    return None if vector is None else vector.shape[0]
-
-
-def _failed(record: dict, why: str) -> beam.pvalue.TaggedOutput:
-    return beam.pvalue.TaggedOutput(
-        schema.ERRORS_TAG, error_record(NAMESPACE, None, f"embed_failed: {why}", repr(record))
-    )
-
-
-class _EmbedTextFn(beam.DoFn):
-    """Batch of records -> eligible ones with ``schema.EMBEDDING``; ones without a text -> ``errors``."""
-
-    def __init__(self, config: EmbedConfig):
-        self._config = config
-
-    def setup(self):
-        self._vectorizer = make_vectorizer(self._config)
-        self._embedded = Metrics.counter(NAMESPACE, "embedded")
-        self._no_vocabulary = Metrics.counter(NAMESPACE, "no_vocabulary")
-        self._passed = Metrics.counter(NAMESPACE, "passed_through")
-        self._no_text = Metrics.counter(NAMESPACE, "invalid_text")
-
-    def process(self, batch, projection: Projection):
-        eligible = []
-        for record in batch:
-            if not schema.is_eligible(record):
-                self._passed.inc()
-                yield record
-            elif isinstance(record.get(schema.TEXT), str):
-                eligible.append(record)
-            else:
-                self._no_text.inc()
-                yield _failed(record, "invalid_text")
-        if not eligible:
-            return
-        vectors, empty = embed_texts([r[schema.TEXT] for r in eligible], self._vectorizer, projection)
-        self._embedded.inc(len(eligible))
-        self._no_vocabulary.inc(int(empty.sum()))
-        for record, vector in zip(eligible, vectors):
-            yield {**record, schema.EMBEDDING: schema.embedding_bytes(vector)}
-
-
-class _EmbedFieldFn(beam.DoFn):
-    """Record -> with ``schema.EMBEDDING`` from its field; unusable vectors -> ``errors``."""
-
-    def __init__(self, field: str):
-        self._field = field
-
-    def setup(self):
-        self._embedded = Metrics.counter(NAMESPACE, "embedded")
-        self._passed = Metrics.counter(NAMESPACE, "passed_through")
-        self._invalid = {why: Metrics.counter(NAMESPACE, f"invalid_{why}") for why in vendi.INVALID_REASONS}
-
-    def process(self, record, dim: int | None):
-        if not schema.is_eligible(record):
-            self._passed.inc()
-            yield record
-            return
-        vector, why = field_vector(record.get(self._field), dim)
-        if why is not None:
-            self._invalid[why].inc()
-            yield _failed(record, why)
-            return
-        self._embedded.inc()
-        yield {**record, schema.EMBEDDING: schema.embedding_bytes(vector)}
-
-
-def _projection_stats(projection: Projection, config: EmbedConfig) -> dict:
+def projection_stats(projection: Projection, config: EmbedConfig) -> dict:
     return {
         "mode": "hashed",
         "dim": config.hashed_dim,
@@ -380,61 +284,54 @@ def _projection_stats(projection: Projection, config: EmbedConfig) -> dict:
     }
 
 
-class Embed(beam.PTransform):
-    """Records -> records with ``schema.EMBEDDING`` (a (dim,) float32 unit vector, as bytes) on every eligible one.
+def _table_entries(table: pa.Table, text_field: str, id_field: str, seed: int):
+    return sample_entries(table.column(id_field).to_pylist(), table.column(text_field).to_pylist(), seed)
 
-    ``expand`` returns ``{"records", "errors", "stats"}``: ``records`` holds every input record
-    that is not an error, dropped ones unchanged; ``errors`` the eligible records without a text
-    (hashed mode) or a usable vector (field mode), reason ``embed_failed: <why>``; ``stats`` one
-    dict (mode, dim, and for hashed mode the vocabulary size, sample size and SVD energy).
-    Counters (``winnow.embed``): ``embedded``, ``passed_through``, ``no_vocabulary``,
-    ``invalid_<why>``.
 
-    Example: ``out = records | Embed(EmbedConfig(dim=128))``.
+class FitProjection(beam.PTransform):
+    """Record batches (Arrow tables) -> a singleton ``Projection`` fitted on a seeded sample.
+
+    The sample (``config.sample_size`` records with the smallest seeded rank) is chosen by a
+    fixed-size Top combine, never by collecting the corpus.
     """
 
-    def __init__(self, config: EmbedConfig = EmbedConfig()):
+    def __init__(self, config: EmbedConfig = EmbedConfig(), text_field: str = "text", id_field: str = "id"):
         super().__init__()
-        if not isinstance(config, EmbedConfig):
-            raise TypeError(f"config={config!r}; expected an EmbedConfig")
-        self._config = config
+        self._config, self._text_field, self._id_field = config, text_field, id_field
 
-    def expand(self, records):
-        config = self._config
-        if config.embedding_field is not None:
-            return self._expand_field(records, config)
-        # record -> (rank, id, text) -> the sample_size smallest ranks, one list
-        projection = (
-            records
-            | "Eligible" >> beam.Filter(schema.is_eligible)
-            | "SampleEntries" >> beam.FlatMap(_sample_entry, config.seed)
-            | "SampleTexts" >> beam.combiners.Top.Of(config.sample_size, key=_sample_order, reverse=True)
-            | "FitProjection" >> beam.Map(_fit_on_sample, config)
+    def expand(self, tables):
+        return (
+            tables
+            | "SampleEntries" >> beam.FlatMap(_table_entries, self._text_field, self._id_field, self._config.seed)
+            | "SampleTexts" >> beam.combiners.Top.Smallest(self._config.sample_size)
+            | "FitProjection" >> beam.Map(fit_on_sample, self._config)
         )
-        # Batches: one hashing call and one sparse product per batch, not per record.
-        out = (
-            records
-            | "Batch" >> beam.BatchElements(max_batch_size=BATCH_SIZE)
-            | "EmbedTexts" >> beam.ParDo(_EmbedTextFn(config), beam.pvalue.AsSingleton(projection))
-            .with_outputs(schema.ERRORS_TAG, main="records")
-        )
-        stats = projection | "Stats" >> beam.Map(_projection_stats, config)
-        return {"records": out.records, "errors": out[schema.ERRORS_TAG], "stats": stats}
 
-    def _expand_field(self, records, config: EmbedConfig):
-        field = config.embedding_field
-        if config.dim is None:
-            # eligible record -> usable vector length or None -> the most common length (one int)
-            dim = (
-                records
-                | "Eligible" >> beam.Filter(schema.is_eligible)
-                | "FieldDims" >> beam.Map(_field_dim, field)
-                | "ModeDim" >> beam.CombineGlobally(vendi.DimCountCombineFn())
-            )
-        else:
-            dim = records.pipeline | "Dim" >> beam.Create([config.dim])
-        out = records | "EmbedField" >> beam.ParDo(_EmbedFieldFn(field), beam.pvalue.AsSingleton(dim)).with_outputs(
-            schema.ERRORS_TAG, main="records"
-        )
-        stats = dim | "Stats" >> beam.Map(lambda d: {"mode": "field", "field": field, "dim": d})
-        return {"records": out.records, "errors": out[schema.ERRORS_TAG], "stats": stats}
+
+class _EmbedTablesFn(beam.DoFn):
+    """Record batch -> the batch with ``winnow_embedding`` (fixed_size_list<float32>[dim], unit norm) appended."""
+
+    def __init__(self, config: EmbedConfig, text_field: str):
+        self._config, self._text_field = config, text_field
+
+    def setup(self):
+        self._vectorizer = make_vectorizer(self._config)
+
+    def process(self, table: pa.Table, projection: Projection):
+        vectors, _ = embed_texts(table.column(self._text_field).to_pylist(), self._vectorizer, projection)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+        yield table.append_column(pa.field(EMBEDDING, column.type), column)
+
+
+class Embed(beam.PTransform):
+    """Record batches (Arrow tables) -> the same batches with ``winnow_embedding`` appended.
+
+    Example: ``embedded = raw | Embed(raw | FitProjection(EmbedConfig(dim=128)), EmbedConfig(dim=128))``.
+    """
+
+    def __init__(self, projection: beam.PCollection, config: EmbedConfig = EmbedConfig(), text_field: str = "text"):
+        super().__init__()
+        self._projection, self._config, self._text_field = projection, config, text_field
+
+    def expand(self, tables):
+        return tables | "Embed" >> beam.ParDo(_EmbedTablesFn(self._config, self._text_field), beam.pvalue.AsSingleton(self._projection))

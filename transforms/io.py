@@ -1,23 +1,30 @@
-"""Reading documents from JSON Lines and Parquet shards; writing Parquet selections and dead letters.
+"""Reading documents: input files, work units, and Arrow batches of valid records with dead letters.
 
 Inputs are glob patterns on any filesystem Beam supports (local paths, ``gs://``, ...), any mix of
 ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst`` and ``.parquet``. Files are cut into work units that
-workers read independently and stream, never whole into memory:
+workers read independently, in batches, never whole into memory:
 
-- uncompressed JSON Lines: byte ranges of ``SPLIT_BYTES``; a line belongs to the range holding its
-  first byte, so every line is read exactly once whatever the split;
-- compressed JSON Lines: one unit per file, decompressed as a stream (gzip and zstd are not
-  splittable);
-- Parquet: one unit per row group.
+- uncompressed JSON Lines: byte ranges of ``split_bytes``; a line belongs to the range holding its
+  first byte, so every line is read exactly once whatever the split. A range's first line number
+  needs the line starts before it: ``count_line_starts`` counts one range's (GB/s, ``bytes.count``)
+  and ``first_lines`` turns the counts into numbers;
+- compressed JSON Lines: one unit per file, decompressed as a stream (gzip and zstd do not split);
+- Parquet: runs of whole row groups of at most ``split_bytes`` compressed bytes.
 
-Every record read leaves exactly once: as a valid record (``id``, ``text``, the other fields) or as
-an error ``{"source", "position", "reason", "raw"}`` for ``errors/*.jsonl``. ``position`` is the
-byte offset of the line in the (decompressed) JSON Lines stream, or the row index in a Parquet
-file. A record without an id field gets the stable id ``"<source>:<position>"``.
+A unit yields ``UnitBatch`` es: the valid records as an Arrow table whose columns are the input's
+own (Parquet types as read; JSON Lines typed by pyarrow's inference from the parsed values:
+numbers, strings, nested objects as structs, lists), their ids, texts, ordinals (0-based, over
+every record of the unit, valid or not) and positions (1-based line or row numbers), and the
+invalid records as dead letters (``deadletter.py``). A JSON Lines field whose values conflict
+within a batch (a number in one record, a string in another) becomes a string column: strings kept,
+other values as JSON; the batch names it in ``conflicts``. Reading a unit twice gives the same
+batches, so later passes find a record again by its ordinal.
+
+Ids: the ``id_field`` value as it is (a string or an integer; one type for all inputs). Without an
+id field the id is ``<path relative to the inputs' common directory>:<position>`` (``IdPolicy``).
 
 Problems with a whole file (a pattern matching nothing, an unknown extension, a directory, a
-corrupt compressed stream, a Parquet file without the text column) raise ``InputError`` with a
-message naming the file.
+corrupt compressed stream, a Parquet file without the text column) raise ``InputError`` naming it.
 """
 
 import dataclasses
@@ -25,40 +32,33 @@ import gzip
 import io
 import json
 import os
+import posixpath
+import re
 import zlib
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
-from apache_beam.metrics import Metrics
 
-from winnow.transforms import schema
+from winnow.transforms import deadletter, schema, tally
+from winnow.transforms.validation import check_int
 
 NAMESPACE = "winnow.io"
-SPLIT_BYTES = 64 << 20
-RAW_PREVIEW_CHARS = 1000
-SCHEMA_PROBE_FILES = 8
-SCHEMA_PROBE_RECORDS = 1000
-EXTRA_JSON = "extra_json"
-INPUT_ROLE, TARGET_ROLE = "input", "target"
-SOURCES_TAG = "sources"
-PRIVATE_PREFIX = "__winnow"
-
+ERRORS = "errors"
 JSONL, JSONL_GZ, JSONL_ZST, PARQUET = ".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"
 FORMATS = (JSONL_GZ, JSONL_ZST, JSONL, PARQUET)  # longest suffix first
-
-INVALID_JSON = "invalid_json"
-NOT_AN_OBJECT = "not_an_object"
-INVALID_UTF8 = "invalid_utf8"
-MISSING_TEXT = "missing_text"
-TEXT_NOT_STRING = "text_not_string"
-EMPTY_TEXT = "empty_text"
-INVALID_ID = "invalid_id"
-ERROR_REASONS = (INVALID_JSON, NOT_AN_OBJECT, INVALID_UTF8, MISSING_TEXT, TEXT_NOT_STRING, EMPTY_TEXT, INVALID_ID)
+SPLIT_BYTES = 64 << 20
+BATCH_RECORDS = 1024
+BATCH_BYTES = 8 << 20
+PROBE_RECORDS = 100  # records of a JSON Lines file read before the run to check its fields
+_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 class InputError(Exception):
@@ -67,19 +67,31 @@ class InputError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ReadConfig:
-    """How records are read. ``text_field`` must hold a non-empty string; ``id_field`` is optional."""
+    """How records are read. ``text_field`` must hold a non-empty string; ``id_field`` may be absent.
+
+    Attributes:
+        text_field, id_field: the record fields of the text and the id.
+        split_bytes: the largest work unit of a splittable file, in bytes.
+        batch_records, batch_bytes: a batch ends at whichever comes first.
+    """
 
     text_field: str = "text"
     id_field: str = "id"
     split_bytes: int = SPLIT_BYTES
+    batch_records: int = BATCH_RECORDS
+    batch_bytes: int = BATCH_BYTES
 
     def __post_init__(self):
         if not self.text_field or not self.id_field:
             raise ValueError(f"text_field={self.text_field!r}, id_field={self.id_field!r}; both must be non-empty")
         if self.text_field == self.id_field:
             raise ValueError(f"text_field and id_field are both {self.text_field!r}; they must differ")
-        if self.split_bytes < 1024:
-            raise ValueError(f"split_bytes={self.split_bytes}; expected >= 1024")
+        check_int("split_bytes", self.split_bytes, 1024)
+        check_int("batch_records", self.batch_records, 1)
+        check_int("batch_bytes", self.batch_bytes, 1)
+
+
+# --- files and units ----------------------------------------------------------------------
 
 
 def input_format(path: str) -> str:
@@ -88,6 +100,15 @@ def input_format(path: str) -> str:
         if path.endswith(suffix):
             return suffix
     raise InputError(f"{path}: unknown input format; expected one of {', '.join(FORMATS)}")
+
+
+def _is_local(path: str) -> bool:
+    return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
+
+
+def resolve_pattern(pattern: str) -> str:
+    """A glob as an absolute path (local) or as given (object stores)."""
+    return os.path.abspath(pattern) if _is_local(pattern) else pattern
 
 
 def match_inputs(patterns: list[str]) -> list[tuple[str, int]]:
@@ -99,95 +120,247 @@ def match_inputs(patterns: list[str]) -> list[tuple[str, int]]:
     files = {}
     for pattern in patterns:
         try:
-            matched = FileSystems.match([pattern])[0].metadata_list
+            matched = FileSystems.match([resolve_pattern(pattern)])[0].metadata_list
         except Exception as err:  # Beam raises BeamIOError with a nested dict of causes
             raise InputError(f"{pattern}: cannot list ({err})") from None
         if not matched:
             raise InputError(f"{pattern}: matches no file")
         for meta in matched:
-            if _is_local_directory(meta.path):  # also one named like a shard, e.g. data.jsonl/
+            if _is_local(meta.path) and os.path.isdir(meta.path):  # also one named like a shard
                 raise InputError(f"{meta.path}: is a directory; give a glob such as {meta.path.rstrip('/')}/*.jsonl")
             input_format(meta.path)
             files[meta.path] = meta.size_in_bytes
     return sorted(files.items())
 
 
-def _is_local_directory(path: str) -> bool:
-    """A directory on the local filesystem (object stores such as gs:// have no directories to match)."""
-    return isinstance(FileSystems.get_filesystem(path), LocalFileSystem) and os.path.isdir(path)
+def common_root(patterns: list[str]) -> str:
+    """The longest common directory of the patterns' fixed prefixes (the part before any glob character).
 
-
-def work_units(path: str, size: int, split_bytes: int) -> list[tuple[str, int, int]]:
-    """``(path, start, end)`` units of one file: byte ranges for plain JSON Lines, else the whole file.
-
-    Parquet files are further split into row groups by the reader (``end == -1`` marks "whole file").
+    ``shards/*`` and ``/abs/path/shards/*`` give the same root; ``a/*.jsonl`` with ``b/*.jsonl``
+    give their parent.
     """
-    if input_format(path) != JSONL or size <= split_bytes:
-        return [(path, 0, -1)]
-    return [(path, start, min(start + split_bytes, size)) for start in range(0, size, split_bytes)]
+    prefixes = []
+    for pattern in patterns:
+        resolved = resolve_pattern(pattern)
+        fixed = resolved[: m.start()] if (m := _GLOB_CHARS.search(resolved)) else resolved
+        prefixes.append(posixpath.dirname(fixed) if not fixed.endswith("/") else fixed.rstrip("/"))
+    root = posixpath.commonpath(prefixes) if all(p.startswith("/") for p in prefixes) else os.path.commonprefix(prefixes)
+    return root.rstrip("/")
 
 
-def error_record(source: str, position, reason: str, raw) -> dict:
-    """A dead-letter record; ``raw`` is kept as text, truncated to ``RAW_PREVIEW_CHARS``."""
-    if isinstance(raw, (bytes, bytearray)):
-        raw = bytes(raw[: RAW_PREVIEW_CHARS * 4]).decode("utf-8", errors="replace")
-    elif not isinstance(raw, str):
-        raw = repr(raw)
-    return {"source": source, "position": position, "reason": reason, "raw": raw[:RAW_PREVIEW_CHARS]}
+def relative_name(path: str, root: str) -> str:
+    """``path`` relative to ``root`` (``common_root``), with forward slashes."""
+    return path[len(root) + 1 :] if root and path.startswith(root + "/") else path
 
 
-def validate_fields(obj: dict, source: str, position: int, config: ReadConfig) -> tuple[dict | None, str | None]:
-    """``(record, None)`` for a valid object, ``(None, reason)`` otherwise.
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One work unit: a byte range of a JSON Lines file, a run of row groups, or a whole file.
 
-    The record has ``id`` (the id field as str, or ``"<source>:<position>"`` when absent or null),
-    ``text`` and every other field. Text must be a non-blank string encodable as UTF-8 (JSON
-    allows lone surrogates; Parquet does not); ids must be non-empty strings or integers.
+    Attributes:
+        index: the unit's number in the run's plan (0-based).
+        path: the file.
+        start, stop: JSON Lines: bytes [start, stop) (stop -1: to the end); Parquet: row groups.
+        first_position: the 1-based line or row number of the unit's first line or row.
+        size: the unit's share of the file's bytes (progress).
     """
-    text = obj.get(config.text_field)
-    if text is None:
-        return None, MISSING_TEXT
-    if isinstance(text, bytes):
+
+    index: int
+    path: str
+    start: int
+    stop: int
+    first_position: int
+    size: int
+
+    @property
+    def format(self) -> str:
+        return input_format(self.path)
+
+
+def _parquet_file(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(_open_raw(path))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+
+
+def file_units(path: str, size: int, split_bytes: int) -> list[tuple[int, int, int, int]]:
+    """``(start, stop, first_position, size)`` of one file's units (``first_position`` 0: unknown yet).
+
+    A JSON Lines range after the first needs ``first_lines``; Parquet units know their first row.
+    """
+    fmt = input_format(path)
+    if fmt == PARQUET:
+        metadata = _parquet_file(path).metadata
+        units, first_group, first_row, group_bytes, unit_rows = [], 0, 1, 0, 0
+        total_rows = max(metadata.num_rows, 1)
+        for group in range(metadata.num_row_groups):
+            row_group = metadata.row_group(group)
+            compressed = sum(row_group.column(c).total_compressed_size for c in range(row_group.num_columns))
+            if group > first_group and group_bytes + compressed > split_bytes:
+                units.append((first_group, group, first_row, size * unit_rows // total_rows))
+                first_group, first_row, group_bytes, unit_rows = group, first_row + unit_rows, 0, 0
+            group_bytes += compressed
+            unit_rows += row_group.num_rows
+        units.append((first_group, metadata.num_row_groups, first_row, size * unit_rows // total_rows))
+        return units
+    if fmt != JSONL or size <= split_bytes:
+        return [(0, -1, 1, size)]
+    return [(start, min(start + split_bytes, size), 1 if start == 0 else 0, min(split_bytes, size - start))
+            for start in range(0, size, split_bytes)]
+
+
+def count_line_starts(path: str, start: int, stop: int) -> int:
+    """Line starts in bytes [start, stop) of a JSON Lines file: a line starts at 0 and after each newline.
+
+    Counting ``[max(start - 1, 0), stop - 1)`` for newlines (and 1 for ``start == 0``) reads the range once.
+    """
+    stream = _open_raw(path)
+    try:
+        stream.seek(max(start - 1, 0))
+        remaining, count = stop - max(start - 1, 0) - 1, int(start == 0)
+        while remaining > 0:
+            chunk = stream.read(min(remaining, 16 << 20))
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            remaining -= len(chunk)
+        return count
+    finally:
+        stream.close()
+
+
+def first_lines(line_starts: list[int]) -> list[int]:
+    """The first line number of each range of one file, from each range's ``count_line_starts``."""
+    return (1 + np.concatenate([[0], np.cumsum(line_starts[:-1])])).astype(int).tolist()
+
+
+# --- probing before the run -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FileProbe:
+    """What the first records of a file show: its fields, and the Python type of its ids (None: no id field)."""
+
+    path: str
+    fields: tuple[str, ...]
+    id_type: str | None  # "int", "str", or None
+
+
+def probe_file(path: str, config: ReadConfig) -> FileProbe:
+    """The fields of a file (Parquet: its schema; JSON Lines: the first ``PROBE_RECORDS`` objects).
+
+    Raises:
+        InputError: a Parquet id column that is neither a string nor an integer.
+    """
+    if input_format(path) == PARQUET:
+        arrow_schema = _parquet_file(path).schema_arrow
+        id_type = None
+        if config.id_field in arrow_schema.names:
+            id_type = _arrow_id_type(arrow_schema.field(config.id_field).type)
+            if id_type is None:
+                raise InputError(f"{path}: id column {config.id_field!r} has type {arrow_schema.field(config.id_field).type}; "
+                                 "expected a string or an integer")
+        return FileProbe(path, tuple(arrow_schema.names), id_type)
+    fields: dict[str, None] = {}
+    id_type = None
+    for _, line, _ in _limited(jsonl_lines(path, 0, -1), PROBE_RECORDS):
         try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError:
-            return None, INVALID_UTF8
-    if not isinstance(text, str):
-        return None, TEXT_NOT_STRING
-    if not text.strip():
-        return None, EMPTY_TEXT
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return None, INVALID_UTF8
-    doc_id = obj.get(config.id_field)
-    if doc_id is None:
-        doc_id = f"{source}:{position}"
-    elif isinstance(doc_id, int) and not isinstance(doc_id, bool):
-        doc_id = str(doc_id)
-    elif not isinstance(doc_id, str) or not doc_id:
-        return None, INVALID_ID
-    record = {k: v for k, v in obj.items() if k not in (config.text_field, config.id_field)}
-    record[schema.ID] = doc_id
-    record[schema.TEXT] = text
-    return record, None
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            fields.update(dict.fromkeys(obj))
+            if id_type is None and obj.get(config.id_field) is not None:
+                id_type = _python_id_type(obj[config.id_field])
+    return FileProbe(path, tuple(fields), id_type)
 
 
-def parse_jsonl_line(line: bytes, source: str, position: int, config: ReadConfig) -> tuple[dict | None, dict | None]:
-    """One JSON Lines line -> ``(record, None)`` or ``(None, error_record)``."""
-    try:
-        decoded = line.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, error_record(source, position, INVALID_UTF8, line)
-    try:
-        obj = json.loads(decoded)
-    except ValueError:
-        return None, error_record(source, position, INVALID_JSON, decoded)
-    if not isinstance(obj, dict):
-        return None, error_record(source, position, NOT_AN_OBJECT, decoded)
-    record, reason = validate_fields(obj, source, position, config)
-    if reason:
-        return None, error_record(source, position, reason, decoded)
-    return record, None
+def _limited(iterator, n: int):
+    for i, item in enumerate(iterator):
+        if i >= n:
+            break
+        yield item
+
+
+def _arrow_id_type(arrow_type: pa.DataType) -> str | None:
+    if pa.types.is_integer(arrow_type):
+        return "int"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "str"
+    return None
+
+
+def _python_id_type(value) -> str | None:
+    if isinstance(value, bool):
+        return None
+    return "int" if isinstance(value, int) else "str" if isinstance(value, str) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class IdPolicy:
+    """How records get their ids: the ``id_field`` (``has_field``), or ``<name>:<position>`` under ``root``."""
+
+    has_field: bool
+    root: str
+    id_type: str  # "int" or "str": the type of every id of the run
+
+
+def check_probes(probes: list[FileProbe], config: ReadConfig, root: str) -> IdPolicy:
+    """Check the probed files before the run and decide the id policy.
+
+    Raises:
+        InputError: the first file has none of its probed records with the text field (naming the
+            fields it has), an input field uses winnow's reserved prefix, or two files' ids
+            differ in type (naming two such files).
+    """
+    first = probes[0]
+    if first.fields and config.text_field not in first.fields:
+        raise InputError(f"{first.path}: no field {config.text_field!r} in its first records (fields: {', '.join(first.fields)}); "
+                         "set --text-field")
+    for probe in probes:
+        reserved = schema.reserved_names(probe.fields)
+        if reserved:
+            raise InputError(f"{probe.path}: field {reserved[0]!r} uses winnow's reserved prefix {schema.PREFIX!r}; rename it")
+    typed = [probe for probe in probes if probe.id_type is not None]
+    for probe in typed[1:]:
+        if probe.id_type != typed[0].id_type:
+            raise InputError(f"ids of different types: {typed[0].id_type} in {typed[0].path}, {probe.id_type} in {probe.path}; "
+                             "all inputs' ids must share one type")
+    has_field = first.id_type is not None
+    return IdPolicy(has_field, root, typed[0].id_type if has_field else "str")
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+class UnitBatch(NamedTuple):
+    """A batch of one unit's records (module docstring).
+
+    Attributes:
+        table: the valid records, the input's own columns (the text and id fields included).
+        ids: (n,) the valid records' ids, ``int`` or ``str``.
+        texts: (n,) their texts.
+        ordinals: (n,) int64 ordinal of each valid record in its unit.
+        positions: (n,) int64 1-based line or row numbers.
+        invalid: ``(ordinal, position, reason, raw)`` of each invalid record.
+        conflicts: JSON Lines fields stringified in this batch.
+        read_bytes: input bytes this batch consumed (progress).
+    """
+
+    table: pa.Table
+    ids: list
+    texts: list[str]
+    ordinals: np.ndarray
+    positions: np.ndarray
+    invalid: list[tuple[int, int, str, str]]
+    conflicts: frozenset
+    read_bytes: int
+
+    @property
+    def records(self) -> int:
+        """Records in the batch, valid and invalid."""
+        return len(self.ids) + len(self.invalid)
 
 
 class _ZstdStream(io.RawIOBase):
@@ -235,7 +408,7 @@ class _ZstdStream(io.RawIOBase):
 
 
 def _open_raw(path: str):
-    """The file's bytes, uncompressed by Beam; ``InputError`` for a directory (a glob can match one)."""
+    """The file's bytes, not decompressed by Beam; ``InputError`` for a directory (a glob can match one)."""
     try:
         return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except IsADirectoryError:
@@ -243,349 +416,330 @@ def _open_raw(path: str):
 
 
 def _open_jsonl_stream(path: str, fmt: str):
+    """(decompressed stream, raw file): the raw file's position tells how much of it was read."""
     raw = _open_raw(path)
     if fmt == JSONL_GZ:
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20)
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20), raw
     if fmt == JSONL_ZST:
-        return io.BufferedReader(_ZstdStream(raw), buffer_size=1 << 20)
-    return raw
+        return io.BufferedReader(_ZstdStream(raw), buffer_size=1 << 20), raw
+    return raw, None
 
 
-def jsonl_lines(path: str, start: int, end: int):
-    """``(position, line)`` of the non-blank lines whose first byte lies in ``[start, end)``.
+def jsonl_lines(path: str, start: int, stop: int) -> Iterator[tuple[int, bytes, int]]:
+    """``(index, line, read)`` of the non-blank lines starting in [start, stop).
 
-    ``end == -1`` reads to the end of the stream. Compressed files are read from the start.
+    ``index`` counts lines from the range's first line, blank ones included; ``read`` is the
+    bytes of the file read so far from ``start`` (compressed bytes for a compressed file).
+    ``stop == -1`` reads to the end of the stream. Compressed files are read from the start. Line
+    endings and a leading UTF-8 BOM are removed.
 
     Raises:
         InputError: the compressed stream is corrupt or truncated.
     """
     fmt = input_format(path)
-    stream = _open_jsonl_stream(path, fmt)
-    position = start
+    stream, compressed = _open_jsonl_stream(path, fmt)
+    offset, index = start, 0
     try:
         if start > 0:  # the line holding byte start - 1 belongs to the previous range
             stream.seek(start - 1)
-            position = start - 1 + len(stream.readline())
+            offset = start - 1 + len(stream.readline())
         for line in stream:
-            if end != -1 and position >= end:
+            if stop != -1 and offset >= stop:
                 break
-            if position == 0 and line.startswith(b"\xef\xbb\xbf"):
-                line_body = line[3:]
-            else:
-                line_body = line
-            if line_body.strip():
-                yield position, line_body.rstrip(b"\r\n")
-            position += len(line)
+            body = line[3:] if offset == 0 and line.startswith(b"\xef\xbb\xbf") else line
+            if body.strip():
+                yield index, body.rstrip(b"\r\n"), (compressed.tell() if compressed else offset + len(line) - start)
+            offset += len(line)
+            index += 1
     except (OSError, EOFError, zlib.error, zstandard.ZstdError) as err:
-        raise InputError(f"{path}: corrupt or truncated {fmt} stream after byte {position} of its content: {err}") from None
+        raise InputError(f"{path}: corrupt or truncated {fmt} stream after byte {offset} of its content: {err}") from None
     finally:
         stream.close()
 
 
-def _parquet_file(path: str, config: ReadConfig) -> pq.ParquetFile:
-    """The opened Parquet file; ``InputError`` when it is unreadable or has no ``text_field`` column."""
+def _text_reason(text) -> str | None:
+    """Why a text value is unusable, or None for a usable one."""
+    if text is None:
+        return deadletter.MISSING_TEXT
+    if not isinstance(text, str):
+        return deadletter.TEXT_NOT_STRING
+    if not text or text.isspace():
+        return deadletter.EMPTY_TEXT
     try:
-        parquet = pq.ParquetFile(_open_raw(path))
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON allows lone surrogates; UTF-8 (and Arrow) do not
+        return deadletter.INVALID_UTF8
+    return None
+
+
+def _id_reason(value, id_type: str) -> str | None:
+    """Why an id value is unusable (absent, null, empty, another type than the run's), or None."""
+    if _python_id_type(value) != id_type or value == "":
+        return deadletter.INVALID_ID
+    return None
+
+
+def table_from_rows(rows: list[dict]) -> tuple[pa.Table, frozenset]:
+    """Parsed JSON objects -> (Arrow table, fields stringified because their values conflict).
+
+    Columns are the union of the objects' keys in first-seen order, typed by ``pa.array``'s
+    inference. A field whose values cannot share one type becomes a string column: string values
+    as they are, others as JSON.
+    """
+    if not rows:
+        return pa.table({}), frozenset()
+    try:
+        return pa.Table.from_batches([pa.RecordBatch.from_struct_array(pa.array(rows))]), frozenset()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    columns, conflicts = {}, []
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            conflicts.append(name)
+            columns[name] = pa.array([v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values],
+                                     pa.string())
+    return pa.table(columns), frozenset(conflicts)
+
+
+class _Batcher:
+    """Cuts a unit's records into batches of at most ``batch_records`` records or ``batch_bytes`` bytes."""
+
+    def __init__(self, config: ReadConfig):
+        self._config = config
+        self.records, self.size = 0, 0
+
+    def add(self, size: int) -> bool:
+        """Count one record of ``size`` bytes; True when the batch is full."""
+        self.records += 1
+        self.size += size
+        return self.records >= self._config.batch_records or self.size >= self._config.batch_bytes
+
+    def reset(self) -> None:
+        self.records, self.size = 0, 0
+
+
+def _jsonl_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str) -> Iterator[UnitBatch]:
+    pending: list[tuple[int, int, bytes]] = []  # (ordinal, position, line)
+    batcher = _Batcher(config)
+    ordinal, reported, read = 0, 0, 0
+    for index, line, read in jsonl_lines(unit.path, unit.start, unit.stop):
+        pending.append((ordinal, unit.first_position + index, line))
+        ordinal += 1
+        if batcher.add(len(line) + 1):
+            yield _parse_lines(pending, config, ids, name, min(read, unit.size) - reported)
+            pending, reported = [], min(read, unit.size)
+            batcher.reset()
+    if pending or ordinal == 0:
+        yield _parse_lines(pending, config, ids, name, unit.size - reported)
+
+
+def _parse_lines(lines: list[tuple[int, int, bytes]], config: ReadConfig, ids: IdPolicy, name: str, size: int) -> UnitBatch:
+    rows, doc_ids, texts, ordinals, positions, invalid = [], [], [], [], [], []
+    for ordinal, position, line in lines:
+        reason, obj = None, None
+        try:
+            decoded = line.decode("utf-8")
+        except UnicodeDecodeError:
+            reason, decoded = deadletter.INVALID_UTF8, line
+        if reason is None:
+            try:
+                obj = json.loads(decoded)
+            except ValueError:
+                reason = deadletter.INVALID_JSON
+        if reason is None and not isinstance(obj, dict):
+            reason = deadletter.NOT_AN_OBJECT
+        if reason is None:
+            reason = _text_reason(obj.get(config.text_field))
+        if reason is None and ids.has_field:
+            reason = _id_reason(obj.get(config.id_field), ids.id_type)
+        if reason is not None:
+            invalid.append((ordinal, position, reason, deadletter.raw_preview(decoded)))
+            continue
+        rows.append(obj)
+        doc_ids.append(obj[config.id_field] if ids.has_field else f"{name}:{position}")
+        texts.append(obj[config.text_field])
+        ordinals.append(ordinal)
+        positions.append(position)
+    table, conflicts = table_from_rows(rows)
+    return UnitBatch(table, doc_ids, texts, np.array(ordinals, np.int64), np.array(positions, np.int64), invalid, conflicts, size)
+
+
+def _parquet_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str) -> Iterator[UnitBatch]:
+    parquet = _parquet_file(unit.path)
+    if config.text_field not in parquet.schema_arrow.names:
+        raise InputError(f"{unit.path}: Parquet file has no column {config.text_field!r} (columns: {', '.join(parquet.schema_arrow.names)})")
+    groups = list(range(unit.start, unit.stop))
+    rows = sum(parquet.metadata.row_group(g).num_rows for g in groups) or 1
+    ordinal = 0
+    try:
+        batches = parquet.iter_batches(batch_size=config.batch_records, row_groups=groups, use_threads=False)
+        for batch in batches:
+            yield _check_rows(pa.Table.from_batches([batch]), ordinal, unit.first_position + ordinal, config, ids, name,
+                              unit.size * batch.num_rows // rows)
+            ordinal += batch.num_rows
     except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
-    names = parquet.schema_arrow.names
-    if config.text_field not in names:
-        raise InputError(f"{path}: Parquet file has no column {config.text_field!r} (columns: {', '.join(names)})")
-    return parquet
+        raise InputError(f"{unit.path}: corrupt Parquet data in row groups {unit.start}..{unit.stop - 1}: {err}") from None
+    if ordinal == 0:
+        yield _check_rows(parquet.schema_arrow.empty_table(), 0, unit.first_position, config, ids, name, 0)
 
 
-def parquet_rows(path: str, config: ReadConfig):
-    """``(row_group, first_row, rows)`` of every row group of a Parquet file, rows as dicts.
+def _check_rows(table: pa.Table, first_ordinal: int, first_position: int, config: ReadConfig, ids: IdPolicy, name: str,
+                size: int) -> UnitBatch:
+    """A Parquet batch -> valid rows and dead letters (texts decoded from binary when needed)."""
+    texts = table.column(config.text_field).to_pylist()
+    raw_ids = table.column(config.id_field).to_pylist() if ids.has_field and config.id_field in table.column_names else None
+    keep, doc_ids, valid_texts, invalid = [], [], [], []
+    for i, text in enumerate(texts):
+        reason = None
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError:
+                reason = deadletter.INVALID_UTF8
+        reason = reason or _text_reason(text)
+        if reason is None and ids.has_field:
+            reason = _id_reason(raw_ids[i] if raw_ids is not None else None, ids.id_type)
+        position = first_position + i
+        if reason is not None:
+            row = table.slice(i, 1).to_pylist()[0]
+            invalid.append((first_ordinal + i, position, reason, deadletter.raw_preview(json.dumps(row, default=str, ensure_ascii=False))))
+            continue
+        keep.append(i)
+        doc_ids.append(raw_ids[i] if ids.has_field else f"{name}:{position}")
+        valid_texts.append(text)
+    kept = np.array(keep, np.int64)
+    valid = table if len(keep) == table.num_rows else table.take(pa.array(kept))
+    return UnitBatch(valid, doc_ids, valid_texts, kept + first_ordinal, kept + first_position, invalid, frozenset(), size)
+
+
+def read_unit(unit: Unit, config: ReadConfig, ids: IdPolicy) -> Iterator[UnitBatch]:
+    """The batches of one unit, in record order (at least one batch, possibly empty).
 
     Raises:
-        InputError: not a Parquet file, or no ``text_field`` column.
+        InputError: the file is unreadable or corrupt, or a Parquet file has no text column.
     """
-    parquet = _parquet_file(path, config)
-    first_row = 0
-    for group in range(parquet.num_row_groups):
+    name = relative_name(unit.path, ids.root)
+    if unit.format == PARQUET:
+        return _parquet_batches(unit, config, ids, name)
+    return _jsonl_batches(unit, config, ids, name)
+
+
+# --- schemas of the output -----------------------------------------------------------------
+
+
+def unify_fields(schemas: list[pa.Schema]) -> tuple[pa.Schema, list[str]]:
+    """One schema for all units' schemas: permissive promotion, fields in first-seen order.
+
+    A field whose types cannot be unified (a string in one unit, a number or struct in another)
+    becomes a string column; those fields are returned as the second element.
+    """
+    types: dict[str, list[pa.DataType]] = {}
+    for one in schemas:
+        for field in one:
+            types.setdefault(field.name, []).append(field.type)
+    fields, conflicts = [], []
+    for name, seen in types.items():
         try:
-            rows = parquet.read_row_group(group).to_pylist()
-        except (pa.ArrowInvalid, OSError) as err:
-            raise InputError(f"{path}: corrupt Parquet row group {group}: {err}") from None
-        yield group, first_row, rows
-        first_row += len(rows)
+            unified = pa.unify_schemas([pa.schema([pa.field(name, t)]) for t in seen], promote_options="permissive")
+            fields.append(unified.field(name))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, NotImplementedError):
+            conflicts.append(name)
+            fields.append(pa.field(name, pa.string()))
+    return pa.schema(fields), conflicts
+
+
+def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``target``'s columns: missing ones null, others cast.
+
+    A value that does not cast (a struct into a string column) is written as JSON.
+    """
+    columns = []
+    for field in target:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        column = table.column(field.name)
+        if column.type == field.type:
+            columns.append(column)
+            continue
+        try:
+            columns.append(column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            values = column.to_pylist()
+            columns.append(pa.array([v if v is None or isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
+                                     for v in values], field.type))
+    return pa.Table.from_arrays(columns, schema=target)
+
+
+# --- Beam wrappers ---------------------------------------------------------------------------
+
+
+def plan_units(files: list[tuple[str, int]], config: ReadConfig, line_starts=None) -> list[Unit]:
+    """The work units of the matched files, numbered in file order.
+
+    ``line_starts(path, start, stop) -> int`` counts a JSON Lines range's line starts (default:
+    ``count_line_starts``, read here); it is only called for files split into several ranges.
+    """
+    line_starts = line_starts or count_line_starts
+    units = []
+    for path, size in files:
+        ranges = file_units(path, size, config.split_bytes)
+        if len(ranges) > 1 and input_format(path) != PARQUET:
+            firsts = first_lines([line_starts(path, start, stop) for start, stop, _, _ in ranges])
+            ranges = [(start, stop, first, part) for (start, stop, _, part), first in zip(ranges, firsts)]
+        units += [Unit(len(units) + i, path, start, stop, first, part) for i, (start, stop, first, part) in enumerate(ranges)]
+    return units
+
+
+def with_generated_ids(batch: UnitBatch, ids: IdPolicy) -> pa.Table:
+    """The batch's table, with ``winnow_id`` appended when the ids are generated."""
+    if ids.has_field:
+        return batch.table
+    return batch.table.append_column(schema.field(schema.ID), pa.array(batch.ids, pa.string()))
 
 
 class _ReadUnitFn(beam.DoFn):
-    """(path, start, end) -> valid records; invalid ones -> ``errors`` with a counter per reason.
+    """Unit -> the record batches of its valid records (Arrow tables); ``errors``: dead letters."""
 
-    Counters are ``records_read``, ``valid``, ``invalid_<reason>``, prefixed ``<role>_`` for a
-    role other than ``input``; errors of such a role carry ``"role": role``.
-    """
-
-    def __init__(self, config: ReadConfig, role: str, emit_sources: bool):
-        self._config = config
-        self._role = role
-        self._emit_sources = emit_sources
+    def __init__(self, config: ReadConfig, ids: IdPolicy, role: str | None):
+        self._config, self._ids, self._role = config, ids, role
 
     def setup(self):
-        prefix = "" if self._role == INPUT_ROLE else f"{self._role}_"
-        self._read = Metrics.counter(NAMESPACE, f"{prefix}records_read")
-        self._valid = Metrics.counter(NAMESPACE, f"{prefix}valid")
-        self._invalid = {reason: Metrics.counter(NAMESPACE, f"{prefix}invalid_{reason}") for reason in ERROR_REASONS}
+        self._exits = tally.Exits(NAMESPACE)
 
-    def _emit(self, record, error):
-        self._read.inc()
-        if error is not None:
-            self._invalid[error["reason"]].inc()
-            if self._role != INPUT_ROLE:
-                error["role"] = self._role
-            return beam.pvalue.TaggedOutput(schema.ERRORS_TAG, error)
-        self._valid.inc()
-        return record
-
-    def _outputs(self, record, error, source: str):
-        yield self._emit(record, error)
-        if record is not None and self._emit_sources:
-            yield beam.pvalue.TaggedOutput(SOURCES_TAG, (record[schema.ID], source))
-
-    def process(self, unit):
-        path, start, end = unit
-        if input_format(path) == PARQUET:
-            for _, first_row, rows in parquet_rows(path, self._config):
-                for offset, row in enumerate(rows):
-                    position = first_row + offset
-                    record, reason = validate_fields(row, path, position, self._config)
-                    error = error_record(path, position, reason, json.dumps(row, default=str)) if reason else None
-                    yield from self._outputs(record, error, f"{path}:{position}")
-            return
-        for position, line in jsonl_lines(path, start, end):
-            yield from self._outputs(*parse_jsonl_line(line, path, position, self._config), f"{path}:{position}")
+    def process(self, unit: Unit):
+        for batch in read_unit(unit, self._config, self._ids):
+            self._exits.count({tally.KEPT: len(batch.ids), **tally.count_values(tally.invalid_exit(r) for _, _, r, _ in batch.invalid)})
+            for _, position, reason, raw in batch.invalid:
+                yield beam.pvalue.TaggedOutput(ERRORS, deadletter.dead_letter(unit.path, position, reason, raw, self._role))
+            if batch.ids:
+                yield with_generated_ids(batch, self._ids)
 
 
-class FirstSourcesCombineFn(beam.CombineFn):
-    """Sources of one id -> ``(count, the two smallest sources)``; a fixed-size accumulator."""
+class ReadBatches(beam.PTransform):
+    """Read records from glob patterns: ``{"batches": Arrow tables of valid records, "errors": dead letters}``.
 
-    def create_accumulator(self):
-        return 0, ()
-
-    def add_input(self, accumulator, source):
-        count, sources = accumulator
-        return count + 1, tuple(sorted((*sources, source))[:2])
-
-    def merge_accumulators(self, accumulators):
-        counts, sources = zip(*accumulators)
-        return sum(counts), tuple(sorted(s for group in sources for s in group)[:2])
-
-    def extract_output(self, accumulator):
-        return accumulator
-
-
-def _unique_or_raise(element, duplicate: list):
-    """Pass ``element`` on, or raise when the input holds a duplicate id (``duplicate``: [] or [(id, (n, sources))])."""
-    if duplicate:
-        doc_id, (count, sources) = duplicate[0]
-        raise ValueError(f"duplicate id {doc_id!r}: {count} records, in {' and '.join(sources)}; ids must be unique across the inputs")
-    return element
-
-
-class ReadDocuments(beam.PTransform):
-    """Read records from glob patterns: ``{"records": valid records, "errors": dead letters}``.
-
-    The patterns are matched when the pipeline is built, so a pattern matching nothing fails
-    before anything runs. ``role`` names what is read (``"input"``, or e.g. ``"target"``, whose
-    errors then carry ``"role": "target"`` and whose counters are prefixed ``target_``).
-
-    With ``unique_ids`` (selection and dedup keep or drop records by id), a second record with
-    an id already read fails the job before any record or error leaves the reader, naming the id
-    and two of its sources: the ``(id, source)`` pairs are counted per id (a keyed combine), and
-    both outputs pass a check that has the smallest duplicate id, if any, as a side input.
-
-    ``files``: ``match_inputs(patterns)``, when the caller has listed them already (listing an
-    object store takes time); without it the patterns are listed when the pipeline is built.
+    The patterns are matched and the files probed when the pipeline is built (a pattern matching
+    nothing, a wrong text field or ids of mixed types fail before anything runs). Each table holds
+    the input's own columns, plus ``winnow_id`` when the input has no ``id_field``.
     """
 
-    def __init__(self, patterns: list[str], config: ReadConfig = ReadConfig(), role: str = INPUT_ROLE, unique_ids: bool = False,
-                 files: list[tuple[str, int]] | None = None):
+    def __init__(self, patterns: list[str], config: ReadConfig = ReadConfig(), role: str | None = None):
         super().__init__()
-        self._patterns = list(patterns)
-        self._config = config
-        self._role = role
-        self._unique_ids = unique_ids
-        self._files = None if files is None else list(files)
+        self._patterns, self._config, self._role = list(patterns), config, role
 
     def expand(self, pbegin):
-        files = match_inputs(self._patterns) if self._files is None else self._files
-        units = [unit for path, size in files for unit in work_units(path, size, self._config.split_bytes)]
+        files = match_inputs(self._patterns)
+        ids = check_probes([probe_file(path, self._config) for path, _ in files], self._config, common_root(self._patterns))
         # Reshuffle spreads the units over workers instead of reading them where Create ran.
-        results = (
+        read = (
             pbegin
-            | "ListUnits" >> beam.Create(units)
+            | "ListUnits" >> beam.Create(plan_units(files, self._config))
             | "SpreadUnits" >> beam.Reshuffle()
-            | "ReadUnits" >> beam.ParDo(_ReadUnitFn(self._config, self._role, self._unique_ids)).with_outputs(
-                schema.ERRORS_TAG, SOURCES_TAG, main="records"
-            )
+            | "ReadUnits" >> beam.ParDo(_ReadUnitFn(self._config, ids, self._role)).with_outputs(ERRORS, main="batches")
         )
-        records, errors = results.records, results[schema.ERRORS_TAG]
-        if self._unique_ids:
-            duplicate = beam.pvalue.AsSingleton(
-                results[SOURCES_TAG]
-                | "SourcesPerId" >> beam.CombinePerKey(FirstSourcesCombineFn())
-                | "Duplicated" >> beam.Filter(lambda pair: pair[1][0] > 1)
-                | "SmallestDuplicate" >> beam.combiners.Top.Smallest(1)
-            )
-            records = records | "CheckUniqueIds" >> beam.Map(_unique_or_raise, duplicate)
-            errors = errors | "HoldErrorsForIdCheck" >> beam.Map(_unique_or_raise, duplicate)
-        return {"records": records, "errors": errors}
-
-
-def has_valid_record(files: list[tuple[str, int]], config: ReadConfig) -> bool:
-    """Whether the files (``match_inputs``' ``(path, size)`` pairs) hold a valid record; reads until the first."""
-    for path, _ in files:
-        if input_format(path) == PARQUET:
-            rows = (row for _, _, group in parquet_rows(path, config) for row in group)
-            if any(validate_fields(row, path, 0, config)[0] is not None for row in rows):
-                return True
-        elif any(parse_jsonl_line(line, path, pos, config)[0] is not None for pos, line in jsonl_lines(path, 0, -1)):
-            return True
-    return False
-
-
-# --- output schema and writing ---------------------------------------------------------------
-
-
-def _column_type(arrow_type: pa.DataType) -> pa.DataType:
-    """Integers, floats and booleans keep their kind; everything else (strings, nested) is a string column."""
-    if pa.types.is_integer(arrow_type):
-        return pa.int64()
-    if pa.types.is_floating(arrow_type):
-        return pa.float64()
-    if pa.types.is_boolean(arrow_type):
-        return pa.bool_()
-    return pa.string()
-
-
-def probe_extra_fields(files: list[tuple[str, int]], config: ReadConfig) -> dict[str, pa.DataType]:
-    """Types of the input fields other than id and text, from the first records of the first files.
-
-    ``files`` are ``match_inputs``' ``(path, size)`` pairs.
-
-    Reads at most ``SCHEMA_PROBE_RECORDS`` valid records from each of the first
-    ``SCHEMA_PROBE_FILES`` files (Parquet: the file schema). Fields first seen later in the data
-    are not lost: ``conform_row`` keeps them in the ``extra_json`` column.
-    """
-    fields: dict[str, pa.DataType] = {}
-    for path, _ in files[:SCHEMA_PROBE_FILES]:
-        if input_format(path) == PARQUET:
-            arrow_schema = _parquet_file(path, config).schema_arrow
-            found = {f.name: f.type for f in arrow_schema}
-        else:
-            rows = []
-            for position, line in jsonl_lines(path, 0, -1):
-                record, _ = parse_jsonl_line(line, path, position, config)
-                if record is not None:
-                    rows.append({k: v for k, v in record.items() if k not in (schema.ID, schema.TEXT)})
-                if len(rows) >= SCHEMA_PROBE_RECORDS:
-                    break
-            try:
-                found = {f.name: f.type for f in pa.Table.from_pylist(rows).schema} if rows else {}
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                found = {key: pa.string() for row in rows for key in row}
-        for name, arrow_type in found.items():
-            if name in (config.id_field, config.text_field) or name in schema.RESERVED_COLUMNS or name == EXTRA_JSON:
-                continue
-            value_type = _column_type(arrow_type)
-            if fields.get(name, value_type) != value_type:
-                value_type = pa.string()
-            fields[name] = value_type
-    return dict(sorted(fields.items()))
-
-
-def selected_schema(extra_fields: dict[str, pa.DataType]) -> pa.Schema:
-    """id, text, the probed input fields, ``extra_json``, then the score columns (CONTRACT.md)."""
-    return pa.schema(
-        [pa.field(schema.ID, pa.string(), nullable=False), pa.field(schema.TEXT, pa.string(), nullable=False)]
-        + [pa.field(name, arrow_type) for name, arrow_type in extra_fields.items()]
-        + [pa.field(EXTRA_JSON, pa.string())]
-        + [pa.field(name, arrow_type) for name, arrow_type in schema.SCORE_COLUMNS.items()]
-    )
-
-
-def scores_schema() -> pa.Schema:
-    """id, the score columns, ``selected`` and ``drop_reason``: one row per valid input record."""
-    return pa.schema(
-        [pa.field(schema.ID, pa.string(), nullable=False)]
-        + [pa.field(name, arrow_type) for name, arrow_type in schema.SCORE_COLUMNS.items()]
-        + [pa.field(schema.SELECTED, pa.bool_(), nullable=False), pa.field(schema.DROP_REASON, pa.string())]
-    )
-
-
-def _fits(value, arrow_type: pa.DataType) -> bool:
-    if pa.types.is_string(arrow_type):
-        return isinstance(value, str)
-    if pa.types.is_boolean(arrow_type):
-        return isinstance(value, bool)
-    if pa.types.is_integer(arrow_type):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if pa.types.is_floating(arrow_type):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return False
-
-
-def conform_row(record: dict, arrow_schema: pa.Schema) -> dict:
-    """The record as a row of ``arrow_schema``: missing columns null, private fields dropped.
-
-    An input field that is not in the schema, or whose value does not fit its column's type (a
-    nested value, a string where the probe saw numbers, ...), is kept in ``extra_json``, a JSON
-    object of such fields, so nothing the input held is lost.
-    """
-    row = {name: None for name in arrow_schema.names}
-    leftovers = {}
-    for key, value in record.items():
-        if key.startswith(PRIVATE_PREFIX):
-            continue
-        if key not in row or key == EXTRA_JSON:
-            leftovers[key] = value
-            continue
-        arrow_type = arrow_schema.field(key).type
-        if value is None or key in schema.SCORE_COLUMNS or key in (schema.ID, schema.TEXT, schema.DROP_REASON, schema.SELECTED):
-            row[key] = value
-        elif _fits(value, arrow_type):
-            row[key] = float(value) if pa.types.is_floating(arrow_type) else value
-        elif pa.types.is_string(arrow_type):
-            row[key] = json.dumps(value, ensure_ascii=False, default=str)
-        else:
-            leftovers[key] = value
-    if leftovers:
-        row[EXTRA_JSON] = json.dumps(leftovers, ensure_ascii=False, default=str, sort_keys=True)
-    return row
-
-
-class WriteParquet(beam.PTransform):
-    """Write records conformed to ``arrow_schema`` as ``<prefix>-SSSSS-of-NNNNN.parquet``.
-
-    Beam's file sink writes to a temporary directory and renames the shards into place when the
-    pipeline finalizes, so a failed run leaves no partial shard under the final name.
-    """
-
-    def __init__(self, file_prefix: str, arrow_schema: pa.Schema):
-        super().__init__()
-        self._prefix = file_prefix
-        self._schema = arrow_schema
-
-    def expand(self, records):
-        return (
-            records
-            | "ToRows" >> beam.Map(conform_row, self._schema)
-            | "Write" >> beam.io.WriteToParquet(self._prefix, self._schema, file_name_suffix=".parquet", codec="zstd")
-        )
-
-
-class WriteErrors(beam.PTransform):
-    """Write dead-letter records as JSON Lines ``<prefix>-SSSSS-of-NNNNN.jsonl``."""
-
-    def __init__(self, file_prefix: str):
-        super().__init__()
-        self._prefix = file_prefix
-
-    def expand(self, errors):
-        return (
-            errors
-            | "ToJson" >> beam.Map(lambda error: json.dumps(error, ensure_ascii=False, sort_keys=True, default=str))
-            | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
-        )
+        return {"batches": read.batches, "errors": read[ERRORS]}

@@ -14,8 +14,8 @@ datasketch's ``MinHashLSH`` does, minimizing
 
     (1 - w) * int_0^t (1 - (1 - s**r)**b) ds  +  w * int_t^1 (1 - s**r)**b ds
 
-(false-positive area + false-negative area, weight ``w = false_negative_weight``, datasketch's
-default 0.5) over all ``b * r <= P``. Both integrands are polynomials of degree ``<= P``, so a
+(false-positive area + false-negative area, weight ``w = false_negative_weight``: 0.8 here,
+``RECALL_WEIGHT``, because every candidate is verified; datasketch's default is 0.5) over all ``b * r <= P``. Both integrands are polynomials of degree ``<= P``, so a
 ``P // 2 + 1``-point Gauss-Legendre rule integrates them exactly (datasketch calls
 ``scipy.integrate.quad`` per pair); all pairs are evaluated at once.
 For t = 0.8, P = 128, w = 0.5 this gives b = 9, r = 13: pairs at J = 0.85 become candidates
@@ -36,7 +36,7 @@ Hash family (``shingle_hash``):
   ``fmix64`` is MurmurHash3's 64-bit finalizer (a bijection); sums wrap mod 2**64. The shingle
   *sets* are exactly those of ``text.word_shingles`` / ``char_shingles`` (tested); only the
   hash of a shingle differs from ``"sha1"``, so the Jaccard estimates have the same law.
-  About 12x datasketch's signature throughput on one core (``benchmarks/sections/dedup.md``).
+  Its throughput against datasketch's ``MinHash.bulk`` is in ``benchmarks/RESULTS.md``.
 
 Permutation scheme (``permutation``), both as in datasketch, drawn from
 ``np.random.RandomState(seed)`` so that every worker derives the same functions:
@@ -49,7 +49,7 @@ Signatures are computed per batch: one ``(P, n_shingles)`` uint32 product and on
 ``np.minimum.reduceat`` per cache-sized chunk of shingles; the only per-string Python work is
 the Unicode normalization of each document (and, for ``"sha1"``, the hash of each shingle).
 
-Pure numpy/stdlib; the Beam stages live in ``transforms/dedup.py``.
+Pure numpy/stdlib; the Beam stages that use them live in ``transforms/dedup.py``.
 """
 
 import dataclasses
@@ -57,7 +57,8 @@ import hashlib
 
 import numpy as np
 
-from winnow.transforms.text import char_shingles, normalize_text, word_shingles
+from winnow.transforms.text import char_shingles, normalize_text, splitmix64, word_shingles
+from winnow.transforms.validation import check_bool, check_choice, check_int, check_number
 
 SHINGLE_KINDS = ("word", "char")
 SHINGLE_HASHES = ("mix64", "sha1")
@@ -72,12 +73,17 @@ CHUNK_ELEMENTS = 1 << 20
 GROUP_CHARS = 1 << 16
 
 MAX_SHINGLE = 64
+# Weight of missed pairs when choosing bands x rows (datasketch's default is 0.5): winnow verifies
+# every candidate link, so a false candidate costs one signature comparison, and recall matters more.
+RECALL_WEIGHT = 0.8
 _FMIX64 = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
 _SPACE, _NEWLINE = 32, 10
 # Fixed salts of the "mix64" hash; changing one changes every "mix64" signature.
 _POSITION_SALT = np.uint64(0x9E3779B97F4A7C15)
 _CHAR_SALT = np.uint64(0x6E789E6AA1B965F4)
+_BAND_SALT = np.uint64(0x3C6EF372FE94F82B)
+_BAND_CHAIN = np.uint64(0xA54FF53A5F1D36F1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,12 +98,12 @@ class MinHashConfig:
         bands, rows: LSH banding; both None (default) = ``optimal_bands_rows(threshold,
             num_perm, false_negative_weight)``, else both set with ``bands * rows <= num_perm``.
         false_negative_weight: weight w of the false-negative area in that optimum, (0, 1);
-            0.5 as in datasketch.
+            ``RECALL_WEIGHT`` (datasketch: 0.5).
         seed: seed of the permutations; every worker must use the same one.
         verify: keep an LSH link (member -> its bucket's smallest id) only if the two
             signatures' estimated Jaccard is ``>= threshold``; else every collision links.
-        max_cluster_size: in a cluster with more members, only members linked directly to
-            the representative are dropped; such clusters are reported as oversized.
+        max_cluster_size: a near-duplicate component with more members is split by the guard
+            (``dedup.split_component``): every member is checked against a representative.
         shingle_hash: ``"mix64"`` (vectorized, default) or ``"sha1"`` (datasketch-identical).
         permutation: ``"affine32"`` (datasketch >= 2.0) or ``"legacy"`` (datasketch < 2.0).
         cc_rounds: large-star/small-star rounds unrolled for the connected components, 1 .. 64.
@@ -109,7 +115,7 @@ class MinHashConfig:
     shingle_kind: str = "word"
     bands: int | None = None
     rows: int | None = None
-    false_negative_weight: float = 0.5
+    false_negative_weight: float = RECALL_WEIGHT
     seed: int = 1
     verify: bool = True
     max_cluster_size: int = 10_000
@@ -118,23 +124,22 @@ class MinHashConfig:
     cc_rounds: int = 12
 
     def __post_init__(self):
-        _check_int("num_perm", self.num_perm, 1, 4096)
-        _check_unit_interval("threshold", self.threshold)
-        _check_int("shingle", self.shingle, 1, MAX_SHINGLE)
-        _check_choice("shingle_kind", self.shingle_kind, SHINGLE_KINDS)
-        _check_choice("shingle_hash", self.shingle_hash, SHINGLE_HASHES)
-        _check_choice("permutation", self.permutation, PERMUTATIONS)
-        _check_int("seed", self.seed, 0, 2**32 - 1)
-        _check_int("max_cluster_size", self.max_cluster_size, 2, None)
-        _check_int("cc_rounds", self.cc_rounds, 1, 64)
-        _check_unit_interval("false_negative_weight", self.false_negative_weight)
-        if not isinstance(self.verify, bool):
-            raise TypeError(f"verify={self.verify!r}; expected a bool")
+        check_int("num_perm", self.num_perm, 1, 4096)
+        check_number("threshold", self.threshold, 0.0, 1.0, open_low=True, open_high=True)
+        check_int("shingle", self.shingle, 1, MAX_SHINGLE)
+        check_choice("shingle_kind", self.shingle_kind, SHINGLE_KINDS)
+        check_choice("shingle_hash", self.shingle_hash, SHINGLE_HASHES)
+        check_choice("permutation", self.permutation, PERMUTATIONS)
+        check_int("seed", self.seed, 0, 2**32 - 1)
+        check_int("max_cluster_size", self.max_cluster_size, 2)
+        check_int("cc_rounds", self.cc_rounds, 1, 64)
+        check_number("false_negative_weight", self.false_negative_weight, 0.0, 1.0, open_low=True, open_high=True)
+        check_bool("verify", self.verify)
         if (self.bands is None) != (self.rows is None):
             raise ValueError(f"bands={self.bands!r}, rows={self.rows!r}; set both or neither")
         if self.bands is not None:
-            _check_int("bands", self.bands, 1, self.num_perm)
-            _check_int("rows", self.rows, 1, self.num_perm)
+            check_int("bands", self.bands, 1, self.num_perm)
+            check_int("rows", self.rows, 1, self.num_perm)
             if self.bands * self.rows > self.num_perm:
                 raise ValueError(
                     f"bands * rows = {self.bands} * {self.rows} = {self.bands * self.rows}; "
@@ -147,24 +152,6 @@ class MinHashConfig:
         if self.bands is not None:
             return self.bands, self.rows
         return optimal_bands_rows(self.threshold, self.num_perm, self.false_negative_weight)
-
-
-def _check_int(name, value, low, high):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r}; expected an int")
-    if value < low or (high is not None and value > high):
-        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name}={value}; expected {bound}")
-
-
-def _check_unit_interval(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"{name}={value!r}; expected a number in (0, 1)")
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r}; expected one of {allowed}")
 
 
 def optimal_bands_rows(threshold: float, num_perm: int, false_negative_weight: float = 0.5) -> tuple[int, int]:
@@ -226,15 +213,6 @@ def fmix32(x: np.ndarray) -> np.ndarray:
     x *= m2
     x ^= x >> s1
     return x
-
-
-def _normalized(texts: list[str]) -> list[str]:
-    """``text.normalize_text`` of each text (NFKC, case folding, whitespace collapsed).
-
-    Collapses with ``" ".join(t.split())`` instead of the regex: ``str.split()`` and ``re``'s
-    ``\\s`` match the same 29 code points (tested), and the regex costs ~5x more.
-    """
-    return [" ".join(normalize_text(t, collapse_whitespace=False).split()) for t in texts]
 
 
 def _position_keys(length: int) -> np.ndarray:
@@ -299,12 +277,13 @@ def _ngram_hashes(tokens: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.nd
     return fmix64(total).astype(np.uint32), per_doc
 
 
-def shingle_hashes(texts: list[str], shingle: int, shingle_kind: str, shingle_hash: str):
+def shingle_hashes(texts: list[str], shingle: int, shingle_kind: str, shingle_hash: str, normalized: list[str] | None = None):
     """32-bit hashes of each document's shingles, concatenated.
 
     Args:
         texts: D raw texts (normalized here with ``text.normalize_text`` defaults).
         shingle, shingle_kind, shingle_hash: see ``MinHashConfig``; expects validated values.
+        normalized: the texts' ``normalize_text`` (defaults), when the caller has them already.
 
     Returns:
         ((S,) uint32 hashes, (D,) int64 hashes per document, each >= 1). ``"sha1"`` hashes each
@@ -320,7 +299,7 @@ def shingle_hashes(texts: list[str], shingle: int, shingle_kind: str, shingle_ha
             hashlib.sha1(s.encode("utf-8", "surrogatepass")).digest()[:4] for one in sets for s in one
         )
         return np.frombuffer(digests, "<u4"), np.fromiter(map(len, sets), np.int64, len(sets))
-    normalized = _normalized(texts)
+    normalized = normalized if normalized is not None else [normalize_text(t) for t in texts]
     if shingle_kind == "word":
         tokens, counts = _word_tokens(normalized)
     else:
@@ -382,34 +361,41 @@ def _text_groups(texts: list[str], limit: int):
         yield start, len(texts)
 
 
-def minhash_signatures(texts: list[str], config: MinHashConfig, params: np.ndarray) -> np.ndarray:
+def minhash_signatures(texts: list[str], config: MinHashConfig, params: np.ndarray, normalized: list[str] | None = None) -> np.ndarray:
     """(len(texts), num_perm) uint32 signatures of raw texts; ``params`` from ``permutation_params``.
+
+    ``normalized``: the texts' ``text.normalize_text`` (defaults), when the caller has them already.
 
     Texts are hashed in runs of about ``GROUP_CHARS`` characters, which keeps the per-byte
     temporaries cache-sized and bounded whatever the batch size.
     """
     sig = np.empty((len(texts), config.num_perm), np.uint32)
     for start, stop in _text_groups(texts, GROUP_CHARS):
-        hashes, counts = shingle_hashes(texts[start:stop], config.shingle, config.shingle_kind, config.shingle_hash)
+        part = None if normalized is None else normalized[start:stop]
+        hashes, counts = shingle_hashes(texts[start:stop], config.shingle, config.shingle_kind, config.shingle_hash, part)
         sig[start:stop] = signatures_from_hashes(hashes, counts, params, config.permutation)
     return sig
 
 
-def band_keys(signatures: np.ndarray, bands: int, rows: int) -> list[list[bytes]]:
-    """Per document, ``bands`` LSH bucket keys: 2-byte band index + the band's raw uint32 rows.
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(D, bands) uint64 LSH bucket keys: a 64-bit hash of the band's index and its ``rows`` values.
 
-    Keys are exact (no second hash), so equal keys mean equal bands. Uses the first
-    ``bands * rows`` signature entries, as datasketch does.
+    Band j of a document is entries ``j * rows .. (j + 1) * rows - 1`` of its signature (the first
+    ``bands * rows`` entries, as datasketch uses them). Two documents share a bucket when a band's
+    key is equal; a key collision between unequal bands (probability ~2**-64 per pair) only adds a
+    candidate link, which verification removes.
     """
-    cut = np.ascontiguousarray(signatures[:, : bands * rows], dtype="<u4")
-    width = 4 * rows
-    prefixes = [band.to_bytes(2, "big") for band in range(bands)]
-    return [
-        [prefixes[j] + row[j * width : (j + 1) * width] for j in range(bands)]
-        for row in map(bytes, cut)
-    ]
+    signatures = np.asarray(signatures, dtype=np.uint32)
+    keys = np.empty((signatures.shape[0], bands), dtype=np.uint64)
+    for band in range(bands):
+        key = splitmix64(np.full(signatures.shape[0], np.uint64(band) ^ _BAND_SALT, dtype=np.uint64))
+        for column in range(band * rows, (band + 1) * rows):
+            key = splitmix64(key * _BAND_CHAIN + signatures[:, column].astype(np.uint64))
+        keys[:, band] = key
+    return keys
 
 
-def estimate_jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Fraction of equal signature entries: unbiased estimate of J(A, B), std sqrt(J(1-J)/P)."""
-    return float(np.count_nonzero(a == b)) / a.shape[-1]
+def estimate_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Fraction of equal signature entries along the last axis: an unbiased estimate of J(A, B),
+    std sqrt(J(1-J)/P). ``a``, ``b``: (P,) or (n, P) uint32 signatures; returns float64 of shape (n,) or ()."""
+    return np.count_nonzero(np.asarray(a) == np.asarray(b), axis=-1) / np.asarray(a).shape[-1]

@@ -1,39 +1,32 @@
-"""The record contract every transform shares (see CONTRACT.md).
+"""winnow's own columns and outcomes: the names every module and output shares (CONTRACT.md).
 
-A record flowing through winnow is a plain ``dict``:
+Input columns pass through untouched. winnow adds only its own columns, all named with the
+reserved prefix ``winnow_``, and only those of the methods and options that ran; an input field
+that uses the prefix is an error before the run (``reserved_names``).
 
-- ``id`` (str) and ``text`` (str, non-empty): always present once a record is read and valid;
-- the other input fields, unchanged;
-- score columns (``SCORE_COLUMNS``), added by the method that computes them;
-- ``drop_reason`` (str or absent/None): set by the first stage that rules the record out of
-  selection (a duplicate, too short, ...). Later stages keep an existing reason and do not
-  score dropped records for selection; ``not_selected`` is set by the selection itself.
-
-Invalid records never become records: readers and scorers emit them on the ``errors`` output as
-``{"source", "position", "reason", "raw"}`` dicts, written to ``errors/*.jsonl``.
+Every valid record ends selected or dropped for one reason (``DROP_REASONS``), in this order of
+precedence: a record that is a duplicate and too short is an ``exact_duplicate``.
 """
 
-import numpy as np
 import pyarrow as pa
 
-ID, TEXT = "id", "text"
-DROP_REASON, SELECTED = "drop_reason", "selected"
-ERRORS_TAG = "errors"
+PREFIX = "winnow_"
 
-DSIR_LOG_WEIGHT = "dsir_log_weight"
-DSIR_TARGET_LOG_WEIGHTS = "dsir_target_log_weights"  # with several separate targets: one weight per target
-DSIR_TARGET = "dsir_target"  # with separate targets: the target (0-based, in --target order) that selected the record
-ZIPFIT_ALIGNMENT = "zipfit_alignment"
-CLUSTER = "cluster"
-CLUSTER_DISTANCE = "cluster_distance"
-DUPLICATE_OF = "duplicate_of"
-# Private embedding set by embed.Embed and read by kmeans/vendi (vendi.parse_embedding); the writer
-# drops it. Bytes of a (dim,) float32 little-endian vector: Beam encodes bytes natively, but
-# pickles a numpy array, ~20 us more per record at every stage boundary.
-EMBEDDING = "__winnow_embedding"
-EMBEDDING_DTYPE = np.dtype("<f4")
+ID = "winnow_id"  # the generated id, when the input has no id field
+DSIR_LOG_WEIGHT = "winnow_dsir_log_weight"
+DSIR_TARGET_LOG_WEIGHTS = "winnow_dsir_target_log_weights"  # with separate targets: one weight per target
+DSIR_TARGET = "winnow_dsir_target"  # with separate targets: the target (0-based, --target order) that selected it
+ZIPFIT_ALIGNMENT = "winnow_zipfit_alignment"
+CLUSTER = "winnow_cluster"
+CLUSTER_DISTANCE = "winnow_cluster_distance"
+DUPLICATE_OF = "winnow_duplicate_of"  # the kept (or indexed) record's id
+DUPLICATE_SOURCE = "winnow_duplicate_source"  # the dedup index that matched; null within the run
+DEDUP_CLUSTER = "winnow_dedup_cluster"  # the near-duplicate component
+SELECTED = "winnow_selected"
+DROP_REASON = "winnow_drop_reason"
 
-SCORE_COLUMNS = {
+COLUMN_TYPES = {
+    ID: pa.string(),
     DSIR_LOG_WEIGHT: pa.float64(),
     DSIR_TARGET_LOG_WEIGHTS: pa.list_(pa.float64()),
     DSIR_TARGET: pa.int32(),
@@ -41,31 +34,26 @@ SCORE_COLUMNS = {
     CLUSTER: pa.int32(),
     CLUSTER_DISTANCE: pa.float32(),
     DUPLICATE_OF: pa.string(),
+    DUPLICATE_SOURCE: pa.string(),
+    DEDUP_CLUSTER: pa.int64(),
+    SELECTED: pa.bool_(),
+    DROP_REASON: pa.string(),
 }
 
 EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
-SEMANTIC_DUPLICATE = "semantic_duplicate"
 TOO_SHORT = "too_short"
+SEMANTIC_DUPLICATE = "semantic_duplicate"
 NOT_SELECTED = "not_selected"
-DROP_REASONS = (EXACT_DUPLICATE, NEAR_DUPLICATE, SEMANTIC_DUPLICATE, TOO_SHORT, NOT_SELECTED)
-
-RESERVED_COLUMNS = frozenset({ID, TEXT, DROP_REASON, SELECTED, *SCORE_COLUMNS})
-
-
-def embedding_bytes(vector: np.ndarray) -> bytes:
-    """The ``EMBEDDING`` value of a (dim,) vector: its float32 little-endian bytes."""
-    return np.asarray(vector, dtype=EMBEDDING_DTYPE).tobytes()
+DROP_REASONS = (EXACT_DUPLICATE, NEAR_DUPLICATE, TOO_SHORT, SEMANTIC_DUPLICATE, NOT_SELECTED)
+DUPLICATE_REASONS = (EXACT_DUPLICATE, NEAR_DUPLICATE, SEMANTIC_DUPLICATE)
 
 
-def is_eligible(record: dict) -> bool:
-    """A record can still be selected: no earlier stage dropped it."""
-    return record.get(DROP_REASON) is None
+def reserved_names(names) -> list[str]:
+    """The names that use winnow's reserved prefix."""
+    return [name for name in names if name.startswith(PREFIX)]
 
 
-def drop(record: dict, reason: str, **columns) -> dict:
-    """A copy of ``record`` dropped for ``reason`` unless it already was; ``columns`` are set either way."""
-    out = {**record, **columns}
-    if out.get(DROP_REASON) is None:
-        out[DROP_REASON] = reason
-    return out
+def field(name: str) -> pa.Field:
+    """The Arrow field of one of winnow's columns."""
+    return pa.field(name, COLUMN_TYPES[name])

@@ -3,9 +3,12 @@
 Every method reduces to this: each eligible record carries a float ``key`` and an int ``group``
 (0 when there are no groups); group ``g`` gets a quota ``q_g`` from the group sizes; the
 selection is the first ``q_g`` records of each group in the order *key descending, then id
-ascending*. Random selection is the same with keys drawn from a hash of ``(seed, id)``, and DSIR's
-importance resampling is Gumbel top-k: ``key = log w + G`` with ``G = -log(-log u)``, which
-samples without replacement with probability proportional to ``w`` (Kool et al. 2019).
+ascending*. Random selection is the same with keys drawn from a hash of ``(seed, id)``
+(``seeded.uniform``), and DSIR's importance resampling is Gumbel top-k: ``key = log w + G``
+(``seeded.gumbel``), which samples without replacement with probability proportional to ``w``.
+
+Elements are ``KeyBatch`` es: one unit's eligible records as arrays (ordinals, ids, groups,
+keys), so every pass below costs one numpy call per batch, not one Python call per record.
 
 The selection is a radix select over the keys' bits (64-bit order-preserving image of the
 float), ``N_PASSES`` passes of ``DIGIT_BITS`` bits each:
@@ -26,20 +29,15 @@ records no earlier round took (DSIR's ``separate_targets``: one round per target
 """
 
 import dataclasses
-import hashlib
 import math
-import struct
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 
-from winnow.transforms import schema
+from winnow.transforms import tally
+from winnow.transforms.validation import check_int
 
-NAMESPACE = "winnow.select"
-KEY = "__winnow_key"
-GROUP = "__winnow_group"
-ROUND_KEYS = "__winnow_round_keys"  # SelectInRounds: the (T,) keys of an eligible record, one per round
 DIGIT_BITS = 16
 N_PASSES = 3
 _SIGN = np.uint64(1 << 63)
@@ -51,32 +49,6 @@ ALL, NONE, SEARCH, FOUND = "all", "none", "search", "found"
 # --- keys --------------------------------------------------------------------------------
 
 
-def uniform_from_id(doc_id: str, seed: int) -> float:
-    """A float in (0, 1): ``(blake2b_64(f"{seed}:{id}") + 0.5) / 2**64``, the same on every worker."""
-    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode("utf-8"), digest_size=8).digest()
-    return (int.from_bytes(digest, "big") + 0.5) / 2.0**64
-
-
-def hash_uniform(ids: list[str], seed: int) -> np.ndarray:
-    """(len(ids),) float64: ``uniform_from_id`` of each id."""
-    return np.fromiter((uniform_from_id(doc_id, seed) for doc_id in ids), dtype=np.float64, count=len(ids))
-
-
-def round_seed(seed: int, round_index: int) -> int | str:
-    """The seed of round ``t``'s random keys: ``seed`` for round 0, else ``f"{seed}/{t}"`` (independent noise)."""
-    return seed if round_index == 0 else f"{seed}/{round_index}"
-
-
-def gumbel_from_id(doc_id: str, seed: int) -> float:
-    """Standard Gumbel noise ``-log(-log u)``, u from ``uniform_from_id``."""
-    return -math.log(-math.log(uniform_from_id(doc_id, seed)))
-
-
-def gumbel_noise(ids: list[str], seed: int) -> np.ndarray:
-    """(len(ids),) float64: ``gumbel_from_id`` of each id."""
-    return -np.log(-np.log(hash_uniform(ids, seed)))
-
-
 def order_bits(keys: np.ndarray) -> np.ndarray:
     """uint64 image of float64 keys that preserves order (``a < b`` iff ``bits(a) < bits(b)``).
 
@@ -86,14 +58,6 @@ def order_bits(keys: np.ndarray) -> np.ndarray:
     keys = np.where(np.isnan(keys), -np.inf, np.asarray(keys, dtype=np.float64))
     raw = keys.view(np.uint64)
     return np.where(raw & _SIGN, ~raw, raw | _SIGN)
-
-
-def key_bits(key: float) -> int:
-    """``order_bits`` of one key, in plain Python (per-record paths avoid numpy's call overhead)."""
-    if key != key:  # NaN
-        key = -math.inf
-    raw = struct.unpack("<Q", struct.pack("<d", key))[0]
-    return raw ^ 0xFFFF_FFFF_FFFF_FFFF if raw >> 63 else raw | (1 << 63)
 
 
 def digits(bits: np.ndarray, pass_index: int) -> np.ndarray:
@@ -125,8 +89,7 @@ class TotalQuota:
     def __post_init__(self):
         if (self.n is None) == (self.fraction is None):
             raise ValueError(f"give exactly one of n={self.n} and fraction={self.fraction}")
-        if self.n is not None and self.n < 0:
-            raise ValueError(f"n={self.n}; expected >= 0")
+        check_int("n", self.n, 0, allow_none=True)
         if self.fraction is not None and not 0.0 <= self.fraction <= 1.0:
             raise ValueError(f"fraction={self.fraction}; expected 0 <= fraction <= 1")
 
@@ -207,60 +170,65 @@ def boundary_from_ties(candidates: list[tuple[int, str]], rank: int) -> tuple:
     return (FOUND, bits, doc_id)
 
 
-def is_selected(state: tuple, bits: int, doc_id: str) -> bool:
-    """Whether a record with these key bits and id is within its group's boundary."""
+def within(state: tuple, bits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(n,) bool: which records (key bits, ids) of one group lie within its boundary ``state``."""
     kind = state[0]
-    if kind == ALL:
-        return True
-    if kind == NONE:
-        return False
+    if kind in (ALL, NONE):
+        return np.full(len(bits), kind == ALL)
     _, boundary_bits, boundary_id = state
-    return bits > boundary_bits or (bits == boundary_bits and doc_id <= boundary_id)
+    above = bits > np.uint64(boundary_bits)
+    tied = np.flatnonzero(bits == np.uint64(boundary_bits))
+    above[tied] = [doc_id <= boundary_id for doc_id in ids[tied]]
+    return above
 
 
 # --- Beam wrappers -----------------------------------------------------------------------
 
 
-class _KeyBatch:
-    """A batch of eligible records' (group, key bits, id), as arrays."""
+class KeyBatch(NamedTuple):
+    """One unit's eligible records as the selection sees them.
 
-    def __init__(self, triples: list[tuple[int, float, str]]):
-        self.groups = np.array([t[0] for t in triples], dtype=np.int64)
-        self.bits = order_bits(np.array([t[1] for t in triples], dtype=np.float64))
-        self.ids = [t[2] for t in triples]
+    Attributes:
+        unit: the work unit.
+        ordinals: (n,) int64 the records' ordinals in the unit.
+        ids: (n,) object, the records' ids (one type: str or int).
+        groups: (n,) int64 group of each record (0 without groups).
+        keys: (n,) float64 key of each record.
+        round_keys: (n, T) float64 keys of each round of ``SelectInRounds``, or None.
+    """
 
-    def searching(self, states: dict, n_digits: int) -> dict[int, np.ndarray]:
-        """Per group still searching, the mask of this batch's records tied with its prefix."""
-        masks = {}
-        record_prefixes = prefixes(self.bits, n_digits)
-        for group in np.unique(self.groups).tolist():
-            state = states.get(group)
-            if state is not None and state[0] == SEARCH:
-                masks[group] = (self.groups == group) & (record_prefixes == np.uint64(state[1]))
-        return masks
+    unit: int
+    ordinals: np.ndarray
+    ids: np.ndarray
+    groups: np.ndarray
+    keys: np.ndarray
+    round_keys: np.ndarray | None = None
+
+    def round(self, round_index: int) -> "KeyBatch":
+        """The batch keyed by its ``round_index``-th round keys, group 0."""
+        return self._replace(keys=self.round_keys[:, round_index], groups=np.zeros(len(self.ordinals), np.int64))
+
+    def take(self, mask: np.ndarray) -> "KeyBatch":
+        """The records of ``mask`` only."""
+        rounds = None if self.round_keys is None else self.round_keys[mask]
+        return KeyBatch(self.unit, self.ordinals[mask], self.ids[mask], self.groups[mask], self.keys[mask], rounds)
 
 
-class CountPerGroupCombineFn(beam.CombineFn):
-    """Key batches -> ``{group: number of eligible records}`` (an empty dict for no input)."""
+def _searching(batch: KeyBatch, bits: np.ndarray, states: dict, n_digits: int) -> dict[int, np.ndarray]:
+    """Per group still searching, the mask of this batch's records tied with its prefix."""
+    masks = {}
+    record_prefixes = prefixes(bits, n_digits)
+    for group in np.unique(batch.groups).tolist():
+        state = states.get(group)
+        if state is not None and state[0] == SEARCH:
+            masks[group] = (batch.groups == group) & (record_prefixes == np.uint64(state[1]))
+    return masks
 
-    def create_accumulator(self):
-        return {}
 
-    def add_input(self, counts, batch):
-        groups, sizes = np.unique(batch.groups, return_counts=True)
-        for group, size in zip(groups.tolist(), sizes.tolist()):
-            counts[group] = counts.get(group, 0) + size
-        return counts
-
-    def merge_accumulators(self, accumulators):
-        merged = {}
-        for counts in accumulators:
-            for group, size in counts.items():
-                merged[group] = merged.get(group, 0) + size
-        return merged
-
-    def extract_output(self, counts):
-        return counts
+def group_counts(batch: KeyBatch) -> dict[int, int]:
+    """``{group: records}`` of one batch."""
+    groups, sizes = np.unique(batch.groups, return_counts=True)
+    return dict(zip(groups.tolist(), sizes.tolist()))
 
 
 class HistogramCombineFn(beam.CombineFn):
@@ -279,16 +247,18 @@ class HistogramCombineFn(beam.CombineFn):
         return histogram
 
 
-def _digit_values(batch: _KeyBatch, states: dict, pass_index: int):
-    for group, mask in batch.searching(states, pass_index).items():
+def _digit_values(batch: KeyBatch, states: dict, pass_index: int):
+    bits = order_bits(batch.keys)
+    for group, mask in _searching(batch, bits, states, pass_index).items():
         if mask.any():
-            yield group, digits(batch.bits[mask], pass_index)
+            yield group, digits(bits[mask], pass_index)
 
 
-def _tied_candidates(batch: _KeyBatch, states: dict):
-    for group, mask in batch.searching(states, N_PASSES).items():
+def _tied_candidates(batch: KeyBatch, states: dict):
+    bits = order_bits(batch.keys)
+    for group, mask in _searching(batch, bits, states, N_PASSES).items():
         for index in np.flatnonzero(mask).tolist():
-            yield group, (int(batch.bits[index]), batch.ids[index])
+            yield group, (int(bits[index]), batch.ids[index])
 
 
 def _narrow_all(states: dict, histograms: dict) -> dict:
@@ -299,71 +269,44 @@ def _resolve_all(states: dict, ties: dict) -> dict:
     return {g: boundary_from_ties(ties[g], s[2]) if s[0] == SEARCH else s for g, s in states.items()}
 
 
-class _DecideFn(beam.DoFn):
-    """Mark each record selected, or drop it as ``not_selected``; strip the private key fields.
-
-    Counts ``not_selected`` only when ``final`` (no later round can still select the record).
-    """
-
-    def __init__(self, final: bool):
-        self._final = final
-
-    def setup(self):
-        self._selected = Metrics.counter(NAMESPACE, "selected")
-        self._not_selected = Metrics.counter(NAMESPACE, schema.NOT_SELECTED)
-
-    def process(self, record, boundaries):
-        key, group = record.get(KEY), record.get(GROUP)
-        record = {name: value for name, value in record.items() if name not in (KEY, GROUP)}
-        if not schema.is_eligible(record):
-            yield {**record, schema.SELECTED: False}
-            return
-        bits = key_bits(key)
-        if is_selected(boundaries[group], bits, record[schema.ID]):
-            self._selected.inc()
-            yield {**record, schema.SELECTED: True}
-        else:
-            if self._final:
-                self._not_selected.inc()
-            yield {**schema.drop(record, schema.NOT_SELECTED), schema.SELECTED: False}
+def selected_mask(batch: KeyBatch, boundaries: dict) -> np.ndarray:
+    """(n,) bool: the records of ``batch`` within their group's boundary."""
+    bits = order_bits(batch.keys)
+    selected = np.zeros(len(batch.ordinals), dtype=bool)
+    for group in np.unique(batch.groups).tolist():
+        in_group = np.flatnonzero(batch.groups == group)
+        selected[in_group] = within(boundaries[group], bits[in_group], batch.ids[in_group])
+    return selected
 
 
-def _key_triple(record: dict) -> tuple[int, float, str]:
-    return record[GROUP], record[KEY], record[schema.ID]
+def _decide(batch: KeyBatch, boundaries: dict):
+    """Key batch -> (unit, selected ordinals); ``remaining``: the batch's unselected records."""
+    selected = selected_mask(batch, boundaries)
+    yield batch.unit, batch.ordinals[selected]
+    yield beam.pvalue.TaggedOutput("remaining", batch.take(~selected))
 
 
 class SelectTop(beam.PTransform):
-    """Select the first ``quota_fn(counts)[g]`` eligible records of each group ``g`` by (key desc, id asc).
+    """Select the first ``quota_fn(counts)[g]`` records of each group ``g`` by (key desc, id asc).
 
-    Input records carry ``KEY`` (float) and ``GROUP`` (int) when eligible. Output: every record
-    once, with ``selected`` (bool), non-selected eligible records dropped as ``not_selected``,
-    and the private fields removed; plus ``stats`` ``{"pool": {g: count}, "quota": {g: quota}}``.
+    Input: ``KeyBatch`` es. ``expand`` returns ``{"selected": (unit, selected ordinals) per batch,
+    "remaining": each batch's unselected records (a ``KeyBatch``), "stats": {"pool": {g: count},
+    "quota": {g: quota}}}``.
 
     Args:
         quota_fn: picklable callable ``{group: eligible count} -> {group: quota}``, e.g.
             ``TotalQuota(n=1000)``; with ``quota_input``, called as ``quota_fn(counts, value)``.
         quota_input: optional singleton PCollection whose value the quotas also depend on (e.g.
             per-cluster statistics).
-        final: False for a round of ``SelectInRounds`` that a later round follows; the records
-            it drops are then not counted ``not_selected`` (the later round may select them).
     """
 
-    def __init__(self, quota_fn, quota_input: beam.PCollection | None = None, final: bool = True):
+    def __init__(self, quota_fn, quota_input: beam.PCollection | None = None):
         super().__init__()
         self._quota_fn = quota_fn
         self._quota_input = quota_input
-        self._final = final
 
-    def expand(self, records):
-        # (group, key, id) triples in numpy batches: every pass below is vectorized per batch.
-        batches = (
-            records
-            | "Eligible" >> beam.Filter(schema.is_eligible)
-            | "KeyTriples" >> beam.Map(_key_triple)
-            | "BatchKeys" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
-            | "ToKeyBatch" >> beam.Map(_KeyBatch)
-        )
-        counts = batches | "CountPerGroup" >> beam.CombineGlobally(CountPerGroupCombineFn())
+    def expand(self, batches):
+        counts = batches | "GroupCounts" >> beam.Map(group_counts) | "CountPerGroup" >> beam.CombineGlobally(tally.CountsCombineFn())
         extra = [] if self._quota_input is None else [beam.pvalue.AsSingleton(self._quota_input)]
         quotas = counts | "Quotas" >> beam.Map(self._quota_fn, *extra)
         states = counts | "InitialStates" >> beam.Map(initial_states, beam.pvalue.AsSingleton(quotas))
@@ -381,33 +324,9 @@ class SelectTop(beam.PTransform):
             | "TiesToList" >> beam.MapTuple(lambda group, pairs: (group, list(pairs)))
         )
         boundaries = states | "Resolve" >> beam.Map(_resolve_all, beam.pvalue.AsDict(ties))
-        decided = records | "Decide" >> beam.ParDo(_DecideFn(self._final), beam.pvalue.AsSingleton(boundaries))
+        decided = batches | "Decide" >> beam.FlatMap(_decide, beam.pvalue.AsSingleton(boundaries)).with_outputs("remaining", main="selected")
         stats = counts | "Stats" >> beam.Map(lambda pool, quota: {"pool": pool, "quota": quota}, beam.pvalue.AsSingleton(quotas))
-        return {"records": decided, "stats": stats}
-
-
-def _round_keyed(record: dict, round_index: int) -> dict:
-    """An eligible record ready for round ``t``: ``KEY`` = its t-th round key, group 0."""
-    if not schema.is_eligible(record):
-        return record
-    return {**record, KEY: record[ROUND_KEYS][round_index], GROUP: 0}
-
-
-def _is_reopened(record: dict, _n_partitions: int) -> int:
-    """Partition after a round: 1 back into the pool (not selected in this round), 0 decided."""
-    return int(record.get(schema.DROP_REASON) == schema.NOT_SELECTED)
-
-
-def _reopened(record: dict) -> dict:
-    return {name: value for name, value in record.items() if name not in (schema.SELECTED, schema.DROP_REASON)}
-
-
-def _finished(record: dict, round_index: int, round_column: str) -> dict:
-    """The record without its round keys; a record selected in this round gets ``round_column = t``."""
-    out = {name: value for name, value in record.items() if name != ROUND_KEYS}
-    if out[schema.SELECTED]:
-        out[round_column] = round_index
-    return out
+        return {"selected": decided.selected, "remaining": decided.remaining, "stats": stats}
 
 
 def _first_round_inputs(shares: list[float]) -> tuple[None, list[float]]:
@@ -431,44 +350,33 @@ def _rounds_stats(first: dict, *later) -> dict:
 class SelectInRounds(beam.PTransform):
     """Select ``total`` records in ``n_rounds`` rounds, round ``t`` by the t-th key, from what is left.
 
-    Input: eligible records carry ``ROUND_KEYS``, a list of ``n_rounds`` floats. Round t selects
-    ``split_quota(total.total(pool), shares)[t]`` records by (``ROUND_KEYS[t]`` desc, id asc) among
-    the eligible records no earlier round selected, ``pool`` the eligible count before round 0 —
-    the reference DSIR's ``resample`` with ``separate_targets``. Output as ``SelectTop``: every
-    record once with ``selected``, the rest of the pool dropped ``not_selected``, private fields
-    removed; a record selected in round t also gets ``round_column = t``. ``stats`` as
-    ``SelectTop``'s (pool, summed quotas) plus ``rounds``, each round's own.
+    Input: ``KeyBatch`` es with ``round_keys`` (n, T), one column per round. Round t selects
+    ``split_quota(total.total(pool), shares)[t]`` records by (key t desc, id asc) among the records
+    no earlier round selected, ``pool`` the eligible count before round 0: the reference DSIR's
+    ``resample`` with ``separate_targets``. ``expand`` returns ``{"selected": [per round, (unit,
+    selected ordinals) elements], "stats": SelectTop's (pool, summed quotas) plus "rounds"}``.
 
     Args:
         total: the overall quota, e.g. ``TotalQuota(n=1000)``.
         n_rounds: T >= 1.
         shares: singleton PCollection, T non-negative shares of the total, summing to 1.
-        round_column: the output column naming the round that selected a record.
     """
 
-    def __init__(self, total: TotalQuota, n_rounds: int, shares: beam.PCollection, round_column: str):
+    def __init__(self, total: TotalQuota, n_rounds: int, shares: beam.PCollection):
         super().__init__()
         if n_rounds < 1:
             raise ValueError(f"n_rounds={n_rounds}; expected >= 1")
-        self._total, self._n_rounds, self._shares, self._round_column = total, n_rounds, shares, round_column
+        self._total, self._n_rounds, self._shares = total, n_rounds, shares
 
-    def expand(self, records):
+    def expand(self, batches):
         quota_input = self._shares | "FirstRoundInputs" >> beam.Map(_first_round_inputs)
-        decided, round_stats, remaining = [], [], records
+        selected, round_stats, remaining = [], [], batches
         for t in range(self._n_rounds):
-            chosen = (
-                remaining
-                | f"Round{t}Keys" >> beam.Map(_round_keyed, t)
-                | f"Round{t}" >> SelectTop(RoundQuota(self._total, t), quota_input, final=t == self._n_rounds - 1)
-            )
+            chosen = remaining | f"Round{t}Keys" >> beam.Map(KeyBatch.round, t) | f"Round{t}" >> SelectTop(RoundQuota(self._total, t), quota_input)
             round_stats.append(chosen["stats"])
+            selected.append(chosen["selected"])
             if t == 0 and self._n_rounds > 1:  # later rounds split the total of round 0's pool
                 quota_input = chosen["stats"] | "LaterRoundInputs" >> beam.Map(_later_round_inputs, beam.pvalue.AsSingleton(self._shares))
-            if t == self._n_rounds - 1:
-                done = chosen["records"]
-            else:
-                done, reopened = chosen["records"] | f"Round{t}Outcome" >> beam.Partition(_is_reopened, 2)
-                remaining = reopened | f"Round{t}Reopen" >> beam.Map(_reopened)
-            decided.append(done | f"Round{t}Finish" >> beam.Map(_finished, t, self._round_column))
+            remaining = chosen["remaining"]
         stats = round_stats[0] | "RoundsStats" >> beam.Map(_rounds_stats, *[beam.pvalue.AsSingleton(s) for s in round_stats[1:]])
-        return {"records": decided | "Decided" >> beam.Flatten(), "stats": stats}
+        return {"selected": selected, "stats": stats}

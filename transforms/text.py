@@ -69,17 +69,25 @@ def char_shingles(text: str, n: int) -> set[str]:
 
 
 class NgramHashes(NamedTuple):
-    """The n-gram occurrences of a batch of D documents (M occurrences in all).
+    """The n-gram occurrences of a batch of D documents (M occurrences in all), by order.
 
     Attributes:
         doc: (M,) int64, the document of each occurrence (0..D-1).
         hash: (M,) uint64, the n-gram's 64-bit hash.
         n_tokens: (D,) int64, tokens per document.
+        starts: {k: (first, stop)} the occurrences of the k-grams, ``doc[first:stop]``.
     """
 
     doc: np.ndarray
     hash: np.ndarray
     n_tokens: np.ndarray
+    starts: dict
+
+    def orders(self, min_n: int, max_n: int) -> "NgramHashes":
+        """The occurrences of the k-grams with ``min_n <= k <= max_n`` only (every order must be present)."""
+        first, stop = self.starts[min_n][0], self.starts[max_n][1]
+        starts = {k: (a - first, b - first) for k, (a, b) in self.starts.items() if min_n <= k <= max_n}
+        return NgramHashes(self.doc[first:stop], self.hash[first:stop], self.n_tokens, starts)
 
 
 @functools.lru_cache(maxsize=1)
@@ -159,17 +167,17 @@ class TokenHasher:
         docs, hashes = ([doc], [token_hash]) if min_n == 1 else ([], [])
         gram = token_hash
         for k in range(2, max_n + 1):
-            width = len(doc) - k + 1
-            if width <= 0:
-                break
+            width = max(len(doc) - k + 1, 0)
             gram = splitmix64(gram[:width] * _CHAIN + token_hash[k - 1 :])
             if k >= min_n:
                 same_doc = doc[k - 1 :] == doc[:width]
                 docs.append(doc[:width][same_doc])
                 hashes.append(gram[same_doc])
+        sizes = np.cumsum([0] + [len(d) for d in docs])
+        starts = {k: (int(sizes[i]), int(sizes[i + 1])) for i, k in enumerate(range(min_n, max_n + 1))}
         if not docs:
-            return NgramHashes(np.zeros(0, np.int64), np.zeros(0, np.uint64), n_tokens)
-        return NgramHashes(np.concatenate(docs), np.concatenate(hashes), n_tokens)
+            return NgramHashes(np.zeros(0, np.int64), np.zeros(0, np.uint64), n_tokens, starts)
+        return NgramHashes(np.concatenate(docs), np.concatenate(hashes), n_tokens, starts)
 
     def _chunks(self, lowered: list[str]):
         """Consecutive runs of documents holding at most CHUNK_CODE_POINTS code points (or one document)."""

@@ -20,7 +20,7 @@ Dual form. With the cosine (``normalize=True``) or linear kernel on embeddings `
 ``K = X Xᵀ``, and the nonzero eigenvalues of ``X Xᵀ / n`` are those of ``Xᵀ X / n`` (d, d).
 ``Xᵀ X`` is a sum over rows, so it streams: ``GramCombineFn`` keeps the fixed-size accumulator
 (``Xᵀ X`` float64 (d, d), n), O(n·d²) to fill and O(d³) to finish whatever n is, and
-``VendiScore`` / ``VendiOfRecords`` run it as one global combine on any runner. The in-memory
+``VendiScore`` runs it as one global combine on any runner. The in-memory
 ``vendi_score`` decomposes whichever of ``X Xᵀ`` and ``Xᵀ X`` is smaller. ``vendi_score_from_kernel``
 is the exact n × n path for any other similarity function.
 
@@ -44,15 +44,11 @@ Choices where the reference (``vendi-score`` 0.0.3, ``vendi_score/vendi.py``) is
 
 import dataclasses
 import math
-import operator
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 
-from winnow.transforms import schema
-from winnow.transforms.io import error_record
 from winnow.transforms.validation import check_int, is_number
 
 NAMESPACE = "winnow.vendi"
@@ -62,11 +58,6 @@ PROFILE_ORDERS = (0.0, 0.5, 1.0, 2.0, math.inf)
 # 100k x 256 unit vectors, 1024-row blocks ran as fast as one Xᵀ X call over all rows).
 BATCH_SIZE = 1024
 _EPS = np.finfo(np.float64).eps
-
-# Why a record's embedding is unusable; each is also an ``invalid_<why>`` counter.
-NO_EMBEDDING, NOT_NUMERIC, BAD_SHAPE = "no_embedding", "not_numeric", "bad_shape"
-NON_FINITE, ZERO_NORM, DIM_MISMATCH = "non_finite", "zero_norm", "dim_mismatch"
-INVALID_REASONS = (NO_EMBEDDING, NOT_NUMERIC, BAD_SHAPE, NON_FINITE, ZERO_NORM, DIM_MISMATCH)
 
 
 # --- configuration -----------------------------------------------------------------------
@@ -94,23 +85,18 @@ class VendiConfig:
         q: order, a number in [0, inf] (``math.inf`` for the max-eigenvalue order). Default 1.
         normalize: scale every embedding to unit L2 norm first (cosine kernel); False uses the
             linear kernel on the vectors as given (they should then be unit vectors).
-        dim: embedding dimension d, or None to take it from the data (``VendiOfRecords``: the
-            most common length among usable embeddings, ties to the smaller).
-        field: record key of the embedding (``VendiOfRecords``).
+        dim: embedding dimension d, or None to take it from the first vector.
     """
 
     q: float = 1.0
     normalize: bool = True
     dim: int | None = None
-    field: str = schema.EMBEDDING
 
     def __post_init__(self):
         object.__setattr__(self, "q", check_order(self.q))
         if not isinstance(self.normalize, bool):
             raise TypeError(f"normalize={self.normalize!r}; expected a bool")
         check_int("dim", self.dim, 1, allow_none=True)
-        if not isinstance(self.field, str) or not self.field:
-            raise ValueError(f"field={self.field!r}; expected a non-empty string")
 
 
 # --- core: eigenvalues to scores ---------------------------------------------------------
@@ -183,10 +169,16 @@ def as_vector_batch(vectors, dim: int | None, normalize: bool) -> np.ndarray:
     return batch
 
 
+def unit_rows(batch: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit norm, each divided by its largest magnitude first (no underflow or overflow of the norm)."""
+    scaled = batch / np.abs(batch).max(axis=1, keepdims=True)
+    return scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
+
+
 def batch_gram(batch: np.ndarray, normalize: bool) -> np.ndarray:
     """``Xᵀ X`` (d, d) float64 of a validated batch X (b, d), rows scaled to unit norm if ``normalize``."""
     if normalize:
-        batch = batch / np.linalg.norm(batch, axis=1, keepdims=True)
+        batch = unit_rows(batch)
     return batch.T @ batch
 
 
@@ -244,7 +236,7 @@ def vendi_score(X, q: float = 1.0, normalize: bool = True) -> float:
         matrix = sum(batch_gram(X[start : start + BATCH_SIZE], normalize) for start in range(0, n, BATCH_SIZE))
     else:
         if normalize:
-            X = X / np.linalg.norm(X, axis=1, keepdims=True)
+            X = unit_rows(X)
         matrix = X @ X.T
     return scores_of_eigenvalues(positive_eigenvalues(matrix / n), [q])[0]
 
@@ -311,41 +303,6 @@ def vendi_stats(gram: np.ndarray, n: int, q: float = 1.0, normalize: bool = True
     }
 
 
-# --- core: records -----------------------------------------------------------------------
-
-
-def parse_embedding(value, normalize: bool) -> tuple[np.ndarray | None, str | None]:
-    """``(vector (d,) float64, None)`` for a usable embedding, else ``(None, why)``.
-
-    ``why`` is one of ``INVALID_REASONS`` (all but ``DIM_MISMATCH``, which needs the corpus dim).
-    ``value``: a sequence of numbers, or bytes of float32 little-endian values (``schema.EMBEDDING``).
-    """
-    if value is None:
-        return None, NO_EMBEDDING
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        if len(value) % schema.EMBEDDING_DTYPE.itemsize:
-            return None, BAD_SHAPE
-        value = np.frombuffer(value, dtype=schema.EMBEDDING_DTYPE)
-    try:
-        vector = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None, NOT_NUMERIC
-    if vector.ndim != 1 or vector.size == 0:
-        return None, BAD_SHAPE
-    if not np.isfinite(vector).all():
-        return None, NON_FINITE
-    if normalize and not vector.any():
-        return None, ZERO_NORM
-    return vector, None
-
-
-def mode_dim(dim_counts: dict[int, int]) -> int | None:
-    """The most frequent dimension (ties to the smaller); None when there are no counts."""
-    if not dim_counts:
-        return None
-    return min(dim_counts, key=lambda dim: (-dim_counts[dim], dim))
-
-
 # --- Beam wrappers -----------------------------------------------------------------------
 
 
@@ -355,7 +312,8 @@ class GramCombineFn(beam.CombineFn):
     The output feeds ``vendi_from_gram``. The accumulator is ``(gram, n)``, fixed size; with
     ``dim=None`` the gram is None until the first vector fixes d. No input gives ``((0, 0), 0)``
     (or ``(zeros (dim, dim), 0)``), which scores 0.0. Bad vectors raise ValueError (see
-    ``as_vector_batch``): this is for vectors a program made; ``VendiOfRecords`` screens records.
+    ``as_vector_batch``): this is for vectors a program made; screen input records first
+    (``vectors.unit_vectors``).
 
     Args:
         dim: embedding dimension d, or None to take it from the first vector.
@@ -391,57 +349,6 @@ class GramCombineFn(beam.CombineFn):
         return gram, n
 
 
-class DimCountCombineFn(beam.CombineFn):
-    """Embedding lengths (int, or None for unusable ones) -> the most common length, or None."""
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, counts, dim):
-        if dim is not None:
-            counts[dim] = counts.get(dim, 0) + 1
-        return counts
-
-    def merge_accumulators(self, accumulators):
-        merged = {}
-        for counts in accumulators:
-            for dim, count in counts.items():
-                merged[dim] = merged.get(dim, 0) + count
-        return merged
-
-    def extract_output(self, counts):
-        return mode_dim(counts)
-
-
-def _embedding_dim(record: dict, field: str, normalize: bool) -> int | None:
-    vector, _ = parse_embedding(record.get(field), normalize)
-    return None if vector is None else vector.shape[0]
-
-
-class _EmbeddingFn(beam.DoFn):
-    """Record -> its embedding (d,) float64; unusable ones -> ``errors`` with ``vendi_failed: <why>``."""
-
-    def __init__(self, field: str, normalize: bool):
-        self._field, self._normalize = field, normalize
-
-    def setup(self):
-        self._kept = Metrics.counter(NAMESPACE, "kept")
-        self._invalid = {why: Metrics.counter(NAMESPACE, f"invalid_{why}") for why in INVALID_REASONS}
-
-    def process(self, record, dim):
-        vector, why = parse_embedding(record.get(self._field), self._normalize)
-        if why is None and vector.shape[0] != dim:
-            why = DIM_MISMATCH
-        if why is not None:
-            self._invalid[why].inc()
-            yield beam.pvalue.TaggedOutput(
-                schema.ERRORS_TAG, error_record(NAMESPACE, None, f"vendi_failed: {why}", repr(record))
-            )
-            return
-        self._kept.inc()
-        yield vector
-
-
 class VendiScore(beam.PTransform):
     """PCollection of embedding vectors (d,) -> PCollection of one float, their VS_q.
 
@@ -473,57 +380,3 @@ class VendiScore(beam.PTransform):
         )
         # (gram (d, d), n) -> float
         return grams | "Score" >> beam.MapTuple(vendi_from_gram, q=config.q)
-
-
-class VendiOfRecords(beam.PTransform):
-    """Records with an embedding under ``field`` -> VS_q of those embeddings.
-
-    Pass exactly the records to measure (e.g. the selected ones): every input record counts
-    or goes to ``errors``; ``drop_reason`` is not looked at.
-
-    ``expand`` returns a dict of PCollections:
-        ``"score"``: one float, VS_q (0.0 when no record has a usable embedding);
-        ``"stats"``: one dict ``{"n_vectors", "dim", "q", "normalize", "vendi_score",
-        "profile": {"0", "0.5", "1", "2", "inf"}}`` (see ``vendi_stats``);
-        ``"errors"``: one error dict per record whose embedding is missing, not numeric, not
-        1-D, not finite, all-zero (with ``normalize``) or not ``dim`` long, reason
-        ``"vendi_failed: <why>"``, ``why`` in ``INVALID_REASONS``.
-
-    With ``dim=None`` a first pass over the records finds the most common embedding length.
-    Counters (``winnow.vendi``): ``kept`` and ``invalid_<why>``.
-
-    Args:
-        field: record key of the embedding (a 1-D array or list of floats).
-        q: order in [0, inf].
-        normalize: cosine kernel if True, else the linear kernel.
-        dim: embedding dimension, or None to use the most common one.
-    """
-
-    def __init__(self, field: str = schema.EMBEDDING, q: float = 1.0, normalize: bool = True, dim: int | None = None):
-        super().__init__()
-        self._config = VendiConfig(q=q, normalize=normalize, dim=dim, field=field)
-
-    def default_label(self):
-        return f"VendiOfRecords(q={order_label(self._config.q)})"
-
-    def expand(self, records):
-        config = self._config
-        dim = config.dim
-        if dim is None:
-            # record -> usable embedding length or None -> the corpus dimension (one int)
-            dim = beam.pvalue.AsSingleton(
-                records
-                | "EmbeddingDims" >> beam.Map(_embedding_dim, config.field, config.normalize)
-                | "ModeDim" >> beam.CombineGlobally(DimCountCombineFn())
-            )
-        extract = beam.ParDo(_EmbeddingFn(config.field, config.normalize), dim)
-        split = records | "ExtractEmbeddings" >> extract.with_outputs(schema.ERRORS_TAG, main="vectors")
-        # (d,) float64 vectors -> one (gram (d, d), n); every vector already has length dim.
-        grams = (
-            split.vectors
-            | "BatchVectors" >> beam.BatchElements(min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE)
-            | "AccumulateGram" >> beam.CombineGlobally(GramCombineFn(config.dim, config.normalize))
-        )
-        stats = grams | "Summarize" >> beam.MapTuple(vendi_stats, q=config.q, normalize=config.normalize)
-        score = stats | "Score" >> beam.Map(operator.itemgetter("vendi_score"))
-        return {"score": score, "stats": stats, "errors": split[schema.ERRORS_TAG]}

@@ -2,7 +2,7 @@
 
 Paper: Obbad et al., "ZIP-FIT: Embedding-Free Data Selection via
 Compression-Based Alignment" (2024). Reference implementation: the ``zip-fit`` package
-(``zip_fit/zipfit.py``, class ``ZIPFIT``). Output column: ``zipfit_alignment`` (float64, higher =
+(``zip_fit/zipfit.py``, class ``ZIPFIT``). Output column: ``winnow_zipfit_alignment`` (float64, higher =
 closer to the target).
 
 Modes, for a document x and the target sample y_1..y_M (UTF-8 bytes):
@@ -28,25 +28,23 @@ against a zstd dictionary D trained on the whole target sample::
 
 A trained dictionary holds target strings and target entropy tables. So S(x) rewards both effects
 that make up gzip's S(x, y): shared substrings, and shared symbol statistics (x and y share one
-Huffman block in C(x + y)). On the demo corpus this ranks with Spearman 0.925 against
-``faithful`` at gzip level 9. The alternatives measured there score lower: 0.88 for a zlib preset
-dictionary, 0.81 for a raw (untrained) zstd dictionary, and 0.89 for the trained dictionary without
-the per-target denominator. Only a gzip stream primed with target text comes close (0.92), and it
-is more than 10x slower. The measurements are in ``benchmarks/sections/zipfit.md``.
+Huffman block in C(x + y)). It is an approximation of ``faithful``: its rank agreement with the
+faithful scores (Spearman), and that of the alternatives tried (a zlib preset dictionary, a raw
+untrained zstd dictionary, the trained dictionary without the per-target denominator, a gzip
+stream primed with target text) are in ``benchmarks/RESULTS.md`` ("ZIP-FIT"); this mode agreed
+best among the linear ones.
 
 Deviations from the reference:
 
 - Level. The reference's default ``compress_level=0`` stores the data uncompressed. Then
-  ``NCD(x, y) = L / (L + 23)`` with ``L = max(len(x), len(y))``, a pure length ratio. Its
-  precision at picking target-like documents on the demo is 0.13, about chance. winnow's default
-  gzip level is 9, the default of ``gzip.compress``. Levels 1-9 select equally well on the
-  demo (precision 0.73-0.74). The fast mode agrees best with levels 6-9 (Spearman 0.925, against
-  0.87 at level 1). Level 6 ranks like level 9 (Spearman 0.999) and was 7-13% faster in two
-  runs; 9 is kept because it is what ``gzip.compress`` gives.
+  ``NCD(x, y) = L / (L + 23)`` with ``L = max(len(x), len(y))``, a pure length ratio, which
+  picks target-like documents at about chance. winnow's default gzip level is 9, the default of
+  ``gzip.compress``; the precision of each level and its agreement with the fast mode are in
+  ``benchmarks/RESULTS.md``.
 - Target. The reference uses every target document. winnow uses a seeded sample of at most
-  ``target_sample`` targets: those with the smallest ``blake2b(f"{seed}:{id}")``. The sample is
-  chosen by a fixed-size Top combine, so it is the same on any number of workers and in any input
-  order.
+  ``target_sample`` targets: those with the smallest ``seeded.sample_rank(id, seed)`` (ties by
+  id), in that order. The sample is chosen by a fixed-size Top combine, so it is the same on any
+  number of workers and in any input order.
 - Tiny targets. zstd cannot train a dictionary on less than a few KB of target text. For such
   targets ``zstd_dict`` uses the target text itself as a raw-content dictionary (the stats report
   ``dictionary_type``).
@@ -59,16 +57,16 @@ upper-cased code and escape tables. On the demo corpus ``faithful`` (gzip 9) spa
 [-0.05, 0.145] and ``zstd_dict`` spans [-0.37, 0.45].
 """
 
-import hashlib
 import zlib
 from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import zstandard
 
-from winnow.transforms.schema import ERRORS_TAG, ID, TEXT, ZIPFIT_ALIGNMENT, is_eligible
-from winnow.transforms.validation import check_int, is_int
+from winnow.transforms import schema, seeded
+from winnow.transforms.validation import check_choice, check_int, is_int
 
 __all__ = [
     "ZipfitConfig",
@@ -82,7 +80,7 @@ __all__ = [
     "dictionary_alignment",
     "train_target_dictionary",
     "fit_target_model",
-    "target_sample_key",
+    "FitZipfit",
 ]
 
 NAMESPACE = "winnow.zipfit"
@@ -111,7 +109,7 @@ class ZipfitConfig:
         level: compression level of the mode's compressor: gzip 0-9 in ``faithful`` mode, zstd
             1-22 in ``zstd_dict`` mode. ``None`` (default) picks gzip 9 or zstd 3.
         target_sample: at most this many target documents are used (default 256). They are the
-            ones with the smallest ``blake2b(f"{seed}:{id}")``.
+            ones with the smallest ``seeded.sample_rank(id, seed)``.
         seed: seeds the target sample; every worker derives the same sample from it.
     """
 
@@ -121,8 +119,7 @@ class ZipfitConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode={self.mode!r}; expected one of {MODES}")
+        check_choice("mode", self.mode, MODES)
         low, high = LEVEL_RANGES[self.mode]
         if self.level is not None and not (is_int(self.level) and low <= self.level <= high):
             raise ValueError(
@@ -130,18 +127,12 @@ class ZipfitConfig:
                 f"or None for {DEFAULT_LEVELS[self.mode]}"
             )
         check_int("target_sample", self.target_sample, 1)
-        if not is_int(self.seed):
-            raise ValueError(f"seed={self.seed!r}; expected an int")
+        check_int("seed", self.seed, 0)
 
     @property
     def compress_level(self) -> int:
         """The level actually used: ``level``, or the mode's default when it is None."""
         return DEFAULT_LEVELS[self.mode] if self.level is None else self.level
-
-
-def target_sample_key(record_id: str, seed: int) -> bytes:
-    """16-byte ``blake2b(f"{seed}:{record_id}")``; the smallest keys form the target sample."""
-    return hashlib.blake2b(f"{seed}:{record_id}".encode("utf-8"), digest_size=16).digest()
 
 
 def gzip_size(data: bytes, level: int) -> int:
@@ -327,97 +318,65 @@ class AlignmentScorer:
 # --- Beam wrappers -----------------------------------------------------------------------------
 
 
-def _keyed_target(record: dict, seed: int):
-    """Target record -> (sample key, id, UTF-8 text); records with unusable text are skipped."""
-    try:
-        text = record[TEXT].encode("utf-8")
-    except (KeyError, AttributeError, UnicodeEncodeError):
-        beam.metrics.Metrics.counter(NAMESPACE, "invalid_target_text").inc()
-        return
-    yield target_sample_key(record[ID], seed), record[ID], text
+def target_entries(ids: list, texts: list[str], seed: int) -> list[tuple[int, str, bytes]]:
+    """``(rank, str(id), UTF-8 text)`` of target records: the entries ``FitZipfit`` samples the smallest of."""
+    ranks = seeded.sample_rank(ids, seed).tolist()
+    return [(rank, str(doc_id), text.encode("utf-8")) for rank, doc_id, text in zip(ranks, ids, texts)]
 
 
-def _fit_sample(sample: list[tuple[bytes, str, bytes]], mode: str, level: int) -> TargetModel:
-    # The sample arrives sorted by key, so the target order (and every float sum) is fixed.
-    return fit_target_model([text for _, _, text in sample], mode, level)
+def fit_on_sample(sample: list[tuple[int, str, bytes]], config: ZipfitConfig) -> TargetModel:
+    """The ``TargetModel`` of a sample of ``target_entries``, taken in (rank, id) order (a fixed float sum order)."""
+    return fit_target_model([text for _, _, text in sorted(sample)], config.mode, config.compress_level)
 
 
-class _ScoreFn(beam.DoFn):
-    """Batch of records -> each record once: scored, passed through (dropped), or to ``errors``."""
+def _table_entries(table: pa.Table, text_field: str, id_field: str, seed: int):
+    return target_entries(table.column(id_field).to_pylist(), table.column(text_field).to_pylist(), seed)
 
-    def __init__(self):
+
+class FitZipfit(beam.PTransform):
+    """Target record batches (Arrow tables) -> a singleton ``TargetModel`` on a seeded sample of the target.
+
+    The sample is the ``config.target_sample`` targets with the smallest ``seeded.sample_rank``,
+    chosen by a fixed-size Top combine: no worker holds more, and the result does not depend on
+    input order or bundling.
+    """
+
+    def __init__(self, config: ZipfitConfig = ZipfitConfig(), text_field: str = "text", id_field: str = "id"):
+        super().__init__()
+        self._config, self._text_field, self._id_field = config, text_field, id_field
+
+    def expand(self, tables):
+        return (
+            tables
+            | "TargetEntries" >> beam.FlatMap(_table_entries, self._text_field, self._id_field, self._config.seed)
+            | "SampleTargets" >> beam.combiners.Top.Smallest(self._config.target_sample)
+            | "FitTargetModel" >> beam.Map(fit_on_sample, self._config)
+        )
+
+
+class _ScoreTablesFn(beam.DoFn):
+    """Record batch -> the batch with ``winnow_zipfit_alignment`` appended."""
+
+    def __init__(self, text_field: str):
+        self._text_field = text_field
         self._scorer = None
 
-    def setup(self):
-        self._scored = beam.metrics.Metrics.counter(NAMESPACE, "scored")
-        self._passed = beam.metrics.Metrics.counter(NAMESPACE, "passed_dropped")
-        self._invalid = beam.metrics.Metrics.counter(NAMESPACE, "invalid_text")
-
-    def process(self, batch, model):
-        if self._scorer is None:  # side inputs are not available in setup(): first batch builds
+    def process(self, table: pa.Table, model: TargetModel):
+        if self._scorer is None:  # side inputs are not available in setup(): the first batch builds it
             self._scorer = AlignmentScorer(model)
-        eligible, texts = [], []
-        for record in batch:
-            if not is_eligible(record):
-                self._passed.inc()
-                yield record
-                continue
-            try:
-                texts.append(record[TEXT].encode("utf-8"))
-            except (KeyError, AttributeError, UnicodeEncodeError) as exc:
-                self._invalid.inc()
-                yield beam.pvalue.TaggedOutput(ERRORS_TAG, {
-                    "source": NAMESPACE, "position": None,
-                    "reason": f"zipfit_failed: {type(exc).__name__}", "raw": repr(record)[:1000],
-                })
-                continue
-            eligible.append(record)
-        scores = self._scorer.score(texts)
-        self._scored.inc(len(eligible))
-        for record, score in zip(eligible, scores):
-            yield {**record, ZIPFIT_ALIGNMENT: float(score)}
+        texts = [text.encode("utf-8") for text in table.column(self._text_field).to_pylist()]
+        yield table.append_column(schema.field(schema.ZIPFIT_ALIGNMENT), pa.array(self._scorer.score(texts)))
 
 
 class ScoreZipfit(beam.PTransform):
-    """Sets ``zipfit_alignment`` on eligible records, by compression against a target set.
+    """Record batches (Arrow tables) -> the same batches with ``winnow_zipfit_alignment`` appended.
 
-    Args:
-        target: PCollection of target records (dicts with ``id`` and ``text``) in the same pipeline.
-        config: a ``ZipfitConfig``.
-
-    ``expand(records)`` returns a dict of PCollections:
-
-    - ``"records"``: every input record except the ``errors`` ones, once. Eligible records get
-      ``zipfit_alignment`` (float); dropped records pass through unchanged.
-    - ``"errors"``: eligible records whose text cannot be encoded as UTF-8, as error dicts.
-    - ``"stats"``: one dict: mode, level, target_docs, target_bytes, dictionary_type,
-      dictionary_bytes.
-
-    Raises:
-        TypeError: if ``config`` is not a ``ZipfitConfig``.
+    Example: ``scored = raw | ScoreZipfit(target | FitZipfit())``.
     """
 
-    def __init__(self, target: beam.PCollection, config: ZipfitConfig = ZipfitConfig()):
+    def __init__(self, model: beam.PCollection, text_field: str = "text"):
         super().__init__()
-        if not isinstance(config, ZipfitConfig):
-            raise TypeError(f"config={config!r}; expected a ZipfitConfig")
-        self._target, self._config = target, config
+        self._model, self._text_field = model, text_field
 
-    def expand(self, records):
-        config = self._config
-        # target record -> (blake2b(seed:id), id, text)
-        keyed = self._target | "KeyTargets" >> beam.FlatMap(_keyed_target, config.seed)
-        # [(key, id, text)] sorted by key. Top is a fixed-size combine: no worker holds more than
-        # target_sample targets, and the result does not depend on input order or bundling.
-        sample = keyed | "SampleTargets" >> beam.combiners.Top.Smallest(config.target_sample)
-        # Fitting (dictionary training) runs once per pipeline: all workers share one TargetModel.
-        model = sample | "FitTargetModel" >> beam.Map(
-            _fit_sample, config.mode, config.compress_level
-        )
-        # record -> [record]: the scorer vectorises per batch and builds its state once per worker.
-        batches = records | "BatchRecords" >> beam.BatchElements(max_batch_size=MAX_BATCH)
-        scored = batches | "ScoreBatches" >> beam.ParDo(
-            _ScoreFn(), beam.pvalue.AsSingleton(model)
-        ).with_outputs(ERRORS_TAG, main="records")
-        stats = model | "SummarizeModel" >> beam.Map(TargetModel.stats)
-        return {"records": scored.records, "errors": scored[ERRORS_TAG], "stats": stats}
+    def expand(self, tables):
+        return tables | "Score" >> beam.ParDo(_ScoreTablesFn(self._text_field), beam.pvalue.AsSingleton(self._model))

@@ -1,0 +1,839 @@
+"""The decide and write passes: from the features table to ``selected/``, ``scores/``, ``errors/`` and the stats.
+
+    features ─► [decide] compact rows only: exact groups, LSH bands -> components, too short,
+                         SemDeDup, keys, quotas, exact-N selection and its random baseline
+    shards ──► [write]  per unit: re-read the text, keep the selected rows, append winnow's
+                         columns, write Parquet with the input's own schema
+
+Every shuffle carries compact arrays keyed by shard, unit or cluster; text is read only by the
+write step, per unit, from the shards themselves. Decisions reach a unit as grouped arrays of
+ordinals (``CoGroupByKey`` on the unit), and each per-unit step reads the columns it needs from
+the unit's features shard itself, so the features never travel either.
+"""
+
+import dataclasses
+import json
+import uuid
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from winnow.pipelines import features, metrics, progress
+from winnow.pipelines.features import FeaturesTable
+from winnow.transforms import combined, deadletter, dedup, dsir, io, kmeans, quotas, schema, seeded, select, semdedup, tally, vectors
+from winnow.transforms.combined import CombinedConfig
+from winnow.transforms.minhash import MinHashConfig
+from winnow.transforms.select import KeyBatch, TotalQuota
+from winnow.transforms.semdedup import SemDedupConfig
+
+NAMESPACE = "winnow.decide"
+BASELINE_SEED_OFFSET = 1  # the random baseline of the metrics uses seed + 1, independent of the selection
+SAMPLES_PER_OUTCOME = 5  # report: sample documents per outcome
+OPENING_CHARS = 300
+SCORE_COLUMNS = {  # features column -> winnow column, in output order
+    features.DSIR_LOG_WEIGHT: schema.DSIR_LOG_WEIGHT,
+    features.DSIR_TARGET_LOG_WEIGHTS: schema.DSIR_TARGET_LOG_WEIGHTS,
+    features.ZIPFIT_ALIGNMENT: schema.ZIPFIT_ALIGNMENT,
+    features.CLUSTER: schema.CLUSTER,
+    features.CLUSTER_DISTANCE: schema.CLUSTER_DISTANCE,
+}
+PLOTTED = (features.DSIR_LOG_WEIGHT, features.ZIPFIT_ALIGNMENT, features.CLUSTER_DISTANCE)
+# outcome codes of a valid row, in precedence order (schema.DROP_REASONS); 0 = still eligible
+ELIGIBLE = 0
+CODES = {reason: code for code, reason in enumerate(schema.DROP_REASONS, start=1)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DecideOptions:
+    """The selection options (free on re-selection from a features table) and what the run writes.
+
+    Attributes:
+        method: random, dsir, zipfit, kmeans or combined (or "all" for ``winnow dedup``: keep every eligible record).
+        quota: how many to select.
+        dedup: "none", "exact", "minhash" or "exact,minhash".
+        minhash: the MinHash config (its threshold, bands, guard and rounds apply here).
+        seed: the selection seed.
+        runs_dsir: DSIR scores exist and the method uses them (its too-short rule applies).
+        min_tokens: DSIR's too-short rule: fewer tokens than this is ``too_short``.
+        dsir_top_k: rank by the log weight instead of importance resampling.
+        rounds: T > 1 to select target by target (``--dsir-separate-targets``), else 1.
+        strategy: the cluster quota strategy (kmeans, combined).
+        combined: the combined method's weights, diversity and temperature.
+        semdedup: SemDeDup within clusters, or None.
+        write_scores: also write ``scores/``.
+        against: dedup indexes (their directories) whose documents this run's must not duplicate.
+        index_shards: with ``--dedup-index``, the path prefix of the index shards this run writes
+            (its selected records' ids, hashes and signatures), else None.
+    """
+
+    method: str
+    quota: TotalQuota
+    dedup: str
+    minhash: MinHashConfig
+    seed: int
+    runs_dsir: bool
+    min_tokens: int = 100
+    dsir_top_k: bool = False
+    rounds: int = 1
+    strategy: str = "balanced"
+    combined: CombinedConfig = CombinedConfig()
+    semdedup: SemDedupConfig | None = None
+    write_scores: bool = False
+    against: tuple[str, ...] = ()
+    index_shards: str | None = None
+
+    @property
+    def clusters(self) -> bool:
+        return self.method in ("kmeans", "combined")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What the decide and write passes read and write.
+
+    Attributes:
+        table: the features table; ``table_columns`` its columns.
+        units: the work units of the table's inputs.
+        read, ids: how the shards are read (for the write step), and the id policy of the inputs.
+        id_column: the output column holding the id (the id field, or ``winnow_id``).
+        input_schema: the input columns' unified schema; ``output_schema`` that plus winnow's columns.
+        output: the output directory.
+        shards: dedup shards (``dedup.shard_count`` of the valid records).
+        dsir: the DSIR config, the target counts and the target shares (for KL and rounds), or None.
+        centroids: the k-means centroids (the complexity strategy), or None.
+        index_units: dedup index units -> their shard paths.
+        progress: the progress folder, or None.
+    """
+
+    table: FeaturesTable
+    table_columns: tuple[str, ...]
+    units: tuple[io.Unit, ...]
+    read: io.ReadConfig
+    ids: io.IdPolicy
+    id_column: str
+    input_schema: pa.Schema
+    output_schema: pa.Schema
+    output: str
+    shards: int
+    dsir: tuple | None = None  # (DsirConfig, target counts (B,) or (T, B), target shares)
+    centroids: np.ndarray | None = None
+    index_units: dict = dataclasses.field(default_factory=dict)
+    progress: str | None = None
+
+    def part(self, kind: str, unit: int, suffix: str) -> str:
+        return FileSystems.join(self.output, kind, f"part-{unit:05d}{suffix}")
+
+
+# --- per-unit steps ----------------------------------------------------------------------------
+
+
+def _valid(table: pa.Table) -> np.ndarray:
+    return np.asarray(table.column(features.INVALID_REASON).is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _ids(table: pa.Table) -> np.ndarray:
+    return np.array(table.column(features.ID).to_pylist(), dtype=object)
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _ordinal_set(grouped, field: int = 0) -> np.ndarray:
+    parts = [part[field] for part in grouped]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+class _ExactRowsFn(beam.DoFn):
+    """Unit -> (unit, ordinals, ids, exact hashes) of its valid records."""
+
+    def __init__(self, table: FeaturesTable):
+        self._table = table
+
+    def process(self, unit: int):
+        rows = self._table.read(unit, [features.ID, features.INVALID_REASON, features.EXACT_HASH])
+        valid = _valid(rows)
+        yield unit, np.flatnonzero(valid), _ids(rows)[valid], features.hashes_of(rows.column(features.EXACT_HASH))[valid]
+
+
+ID_SHARD_ROWS = 500_000  # ids per shard of the uniqueness check
+
+
+class _IdShardsFn(beam.DoFn):
+    """Unit -> (shard, (ids, sources)) of its valid records, sharded by a hash of the id (the uniqueness check)."""
+
+    def __init__(self, table: FeaturesTable, units: tuple, shards: int):
+        self._table, self._units, self._shards = table, units, shards
+
+    def process(self, unit: int):
+        rows = self._table.read(unit, [features.ID, features.INVALID_REASON, features.POSITION])
+        valid = _valid(rows)
+        ids = _ids(rows)[valid]
+        positions = rows.column(features.POSITION).to_numpy()[valid]
+        shard = dedup.shard_of(seeded.hash64(ids, "id-check"), self._shards)
+        path = self._units[unit].path
+        for s in np.unique(shard).tolist():
+            mask = shard == s
+            yield s, (ids[mask], [f"{path}:{p}" for p in positions[mask].tolist()])
+
+
+def _duplicate_ids(element):
+    """(shard, [(ids, sources)]) -> (id, (records, its two first sources)) for every id held by two or more records."""
+    _, parts = element
+    seen: dict = {}
+    for ids, sources in parts:
+        for doc_id, source in zip(ids.tolist(), sources):
+            seen.setdefault(doc_id, []).append(source)
+    for doc_id, sources in seen.items():
+        if len(sources) > 1:
+            yield doc_id, (len(sources), sorted(sources)[:2])
+
+
+def check_unique(duplicate: list) -> None:
+    """Raise ValueError naming the id, its records and two of their sources when ``duplicate`` holds one."""
+    if duplicate:
+        doc_id, (count, sources) = duplicate[0]
+        raise ValueError(f"duplicate id {doc_id!r}: {count} records, in {' and '.join(sources)}; ids must be unique across the inputs")
+
+
+class _SignedRowsFn(beam.DoFn):
+    """(unit, {"exact": drops}) -> (unit, ordinals, signatures) of its valid records that exact dedup kept."""
+
+    def __init__(self, table: FeaturesTable):
+        self._table = table
+
+    def process(self, element):
+        unit, grouped = element
+        rows = self._table.read(unit, [features.INVALID_REASON, features.SIGNATURE])
+        keep = _valid(rows)
+        keep[_ordinal_set(grouped.get("exact", []))] = False
+        ordinals = np.flatnonzero(keep)
+        yield unit, ordinals, features.signatures_of(rows.column(features.SIGNATURE))[ordinals]
+
+
+class _IndexRowsFn(beam.DoFn):
+    """Index unit -> its rows as the exact (``exact``) or near (``near``) dedup steps take them."""
+
+    def __init__(self, index_units: dict, exact: bool):
+        self._index_units, self._exact = index_units, exact
+
+    def process(self, unit: int):
+        columns = [features.ID, features.EXACT_HASH] if self._exact else [features.SIGNATURE]
+        rows = pq.read_table(FileSystems.open(self._index_units[unit]), columns=columns)
+        ordinals = np.arange(rows.num_rows)
+        if self._exact:
+            yield unit, ordinals, _ids(rows), features.hashes_of(rows.column(features.EXACT_HASH))
+        else:
+            yield unit, ordinals, features.signatures_of(rows.column(features.SIGNATURE))
+
+
+@dataclasses.dataclass
+class Pool:
+    """One unit's eligible records after dedup and the too-short rule: ordinals, ids and score columns."""
+
+    unit: int
+    ordinals: np.ndarray
+    ids: np.ndarray
+    scores: dict  # features column -> (n,) array (DSIR target weights: (n, T))
+
+
+class _PoolFn(beam.DoFn):
+    """(unit, {"exact", "near"}) -> (unit, Pool) of its eligible records; ``too_short``: (unit, (ordinals,))."""
+
+    def __init__(self, table: FeaturesTable, options: DecideOptions, score_columns: list[str]):
+        self._table, self._options, self._score_columns = table, options, score_columns
+
+    def process(self, element):
+        unit, grouped = element
+        columns = [features.ID, features.INVALID_REASON, *self._score_columns]
+        rows = self._table.read(unit, columns)
+        eligible = _valid(rows)
+        eligible[_ordinal_set(grouped.get("exact", []))] = False
+        for ordinals, _, _, _, dropped in grouped.get("near", []):
+            eligible[ordinals[dropped]] = False
+        if self._options.runs_dsir and self._options.min_tokens:
+            short = eligible & (rows.column(features.DSIR_LENGTH).to_numpy(zero_copy_only=False) < self._options.min_tokens)
+            eligible &= ~short
+            if short.any():
+                yield beam.pvalue.TaggedOutput("too_short", (unit, (np.flatnonzero(short),)))
+        ordinals = np.flatnonzero(eligible)
+        scores = {}
+        for name in columns[2:]:
+            column = rows.column(name)
+            if name == features.DSIR_TARGET_LOG_WEIGHTS:
+                values = column.take(pa.array(ordinals)).to_pylist()
+                scores[name] = np.array(values, dtype=np.float64) if values else np.zeros((0, 0))
+            else:
+                scores[name] = column.to_numpy(zero_copy_only=False)[ordinals]
+        yield unit, Pool(unit, ordinals, _ids(rows)[ordinals], scores)
+
+
+class _EmbeddingsFn(beam.DoFn):
+    """(unit, Pool) -> (unit, ordinals, ids, clusters, (n, d) float32 unit embeddings) of the pool's rows."""
+
+    def __init__(self, table: FeaturesTable):
+        self._table = table
+
+    def process(self, element):
+        unit, pool = element
+        rows = self._table.read(unit, [features.EMBEDDING], pool.ordinals)
+        yield unit, pool.ordinals, pool.ids, pool.scores[features.CLUSTER].astype(np.int64), vectors.from_stored(rows.column(features.EMBEDDING))
+
+
+def _cluster_partials(element):
+    """Pool embeddings -> (cluster, kmeans.ClusterStats) partial sums (the complexity strategy's d_intra)."""
+    _, _, _, clusters, found = element
+    return kmeans.cluster_partials(found, clusters, np.zeros(len(clusters))) if len(clusters) else []
+
+
+def _semantic_groups(element, sizes: dict, max_group_size: int):
+    """Pool embeddings -> ((cluster, part), (docrefs, ids, vectors)) per SemDeDup group."""
+    unit, ordinals, ids, clusters, found = element
+    parts = np.array([semdedup.group_part(str(i), semdedup.group_parts(sizes[c], max_group_size)) for i, c in zip(ids, clusters.tolist())],
+                     dtype=np.int64)
+    for cluster, part in sorted(set(zip(clusters.tolist(), parts.tolist()))):
+        mask = (clusters == cluster) & (parts == part)
+        yield (cluster, part), (dedup.docrefs(unit, ordinals[mask]), ids[mask], found[mask])
+
+
+class _SemanticDedupFn(beam.DoFn):
+    """((cluster, part), [(docrefs, ids, vectors)]) -> per unit (unit, (ordinals, kept ids)) of the duplicates;
+    ``groups``: (records compared, duplicates) per group."""
+
+    def __init__(self, eps: float):
+        self._eps = eps
+
+    def setup(self):
+        self._exits = tally.Exits(semdedup.NAMESPACE)
+
+    def process(self, element):
+        _, parts = element
+        parts = list(parts)
+        refs = np.concatenate([p[0] for p in parts])
+        ids = np.concatenate([p[1] for p in parts])
+        found = np.concatenate([p[2] for p in parts])
+        order = sorted(range(len(ids)), key=lambda i: ids[i])
+        refs, ids, found = refs[order], ids[order], found[order]
+        duplicate_of = semdedup.semantic_duplicates(found, self._eps)
+        duplicates = duplicate_of >= 0
+        self._exits.count({tally.KEPT: int((~duplicates).sum()), schema.SEMANTIC_DUPLICATE: int(duplicates.sum())})
+        yield beam.pvalue.TaggedOutput("groups", (len(ids), int(duplicates.sum())))
+        units = dedup.unit_of(refs[duplicates])
+        kept = ids[duplicate_of[duplicates]]
+        for unit in np.unique(units).tolist():
+            mask = units == unit
+            yield unit, (dedup.ordinal_of(refs[duplicates][mask]), kept[mask])
+
+
+def _without_semantic(element):
+    """(unit, {"pool": [Pool], "semantic": [(ordinals, kept ids)]}) -> (unit, Pool) without the semantic duplicates."""
+    unit, grouped = element
+    for pool in grouped["pool"]:
+        drop = np.isin(pool.ordinals, _ordinal_set(grouped["semantic"]))
+        yield unit, Pool(unit, pool.ordinals[~drop], pool.ids[~drop], {name: values[~drop] for name, values in pool.scores.items()})
+
+
+def _semdedup_stats(totals: tuple, sizes: dict, config: SemDedupConfig) -> dict:
+    groups, records, duplicates, largest = totals
+    return {"eps": config.eps, "max_group_size": config.max_group_size, "groups": groups, "records": records,
+            "semantic_duplicates": duplicates, "largest_group": largest,
+            "split_clusters": sum(1 for size in sizes.values() if size > config.max_group_size)}
+
+
+# --- selection keys ------------------------------------------------------------------------------
+
+
+def quality_columns(pool: Pool) -> dict[str, np.ndarray]:
+    """The combined method's quality scores present in a pool."""
+    return {name: pool.scores[name].astype(np.float64) for name in (features.DSIR_LOG_WEIGHT, features.ZIPFIT_ALIGNMENT) if name in pool.scores}
+
+
+def _quality_weights(options: DecideOptions) -> dict[str, float]:
+    return {features.DSIR_LOG_WEIGHT: options.combined.dsir_weight, features.ZIPFIT_ALIGNMENT: options.combined.zipfit_weight}
+
+
+def selection_keys(pool: Pool, options: DecideOptions, moments: dict | None = None) -> KeyBatch:
+    """The ``KeyBatch`` of a pool for ``options.method`` (``select.py`` keeps the top keys of each group).
+
+    - random: ``seeded.uniform(id)``; dsir: ``log w + Gumbel(seed, id)`` (``log w`` with top-k; one
+      column per target with separate targets, round t's noise from ``round_seed(seed, t)``);
+      zipfit: the alignment; kmeans: per cluster, ``uniform(id)``; combined: per cluster,
+      ``s(x) + T · Gumbel(seed, id)`` (``combined.py``). The ``prototypes`` strategy ranks within a
+      cluster by the distance to the centroid instead.
+    """
+    n = len(pool.ordinals)
+    groups = np.zeros(n, np.int64)
+    method = options.method
+    round_keys = None
+    if method == "dsir":
+        if options.rounds > 1:
+            weights = pool.scores[features.DSIR_TARGET_LOG_WEIGHTS].reshape(n, options.rounds)
+            noise = np.stack([seeded.gumbel(pool.ids, seeded.round_seed(options.seed, t)) for t in range(options.rounds)], axis=1) if n else 0
+            round_keys = weights if options.dsir_top_k else weights + noise
+            keys = round_keys[:, 0] if n else np.zeros(0)
+        else:
+            weights = pool.scores[features.DSIR_LOG_WEIGHT].astype(np.float64)
+            keys = weights if options.dsir_top_k else weights + seeded.gumbel(pool.ids, options.seed)
+    elif method == "zipfit":
+        keys = pool.scores[features.ZIPFIT_ALIGNMENT].astype(np.float64)
+    elif options.clusters:
+        groups = pool.scores[features.CLUSTER].astype(np.int64)
+        if method == "combined" and moments:
+            score = combined.quality_score(quality_columns(pool), moments, _quality_weights(options))
+            score = score + options.combined.temperature * seeded.gumbel(pool.ids, options.seed)
+        else:
+            score = seeded.uniform(pool.ids, options.seed)
+        keys = quotas.within_cluster_key(options.strategy, pool.scores[features.CLUSTER_DISTANCE].astype(np.float64), score)
+    else:
+        keys = seeded.uniform(pool.ids, options.seed)
+    return KeyBatch(pool.unit, pool.ordinals, pool.ids, groups, np.asarray(keys, np.float64), round_keys)
+
+
+def baseline_keys(pool: Pool, seed: int) -> KeyBatch:
+    """Random keys of the report's baseline: ``uniform(seed + BASELINE_SEED_OFFSET, id)``, one group."""
+    return KeyBatch(pool.unit, pool.ordinals, pool.ids, np.zeros(len(pool.ordinals), np.int64),
+                    seeded.uniform(pool.ids, seed + BASELINE_SEED_OFFSET))
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeQuota:
+    """Quota of the random baseline: exactly the selection's size (its stats' summed quota), from one group."""
+
+    def __call__(self, counts: dict[int, int], selection_stats: dict) -> dict[int, int]:
+        return {group: min(sum(selection_stats["quota"].values()), count) for group, count in counts.items()}
+
+
+# --- finishing a unit --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Chosen:
+    """What the write step needs of one unit: its selected ordinals and their winnow columns, its baseline ordinals."""
+
+    unit: int
+    ordinals: np.ndarray
+    columns: dict  # winnow column -> Arrow array aligned with ``ordinals``
+    baseline: np.ndarray
+
+
+def _temporary(path: str) -> str:
+    """A temporary name next to ``path``; ``runner.clean_temporary`` removes leftovers of a killed run."""
+    return f"{path}.inprogress-{uuid.uuid4().hex[:12]}"
+
+
+def write_atomically(path: str, write) -> None:
+    """``write(handle)`` into a temporary file, then move it to ``path`` (a reader never sees half a file)."""
+    temporary = _temporary(path)
+    with FileSystems.create(temporary, mime_type="application/octet-stream") as handle:
+        write(handle)
+    FileSystems.rename([temporary], [path])
+
+
+def _arrow(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+    if pa.types.is_list(arrow_type):
+        return pa.array([None if v is None else list(v) for v in values], arrow_type)
+    return pa.array(values.tolist() if values.dtype == object else values, arrow_type)
+
+
+class _FinishUnitFn(beam.DoFn):
+    """(unit, grouped decisions) -> the unit's ``scores/`` and ``errors/`` parts written.
+
+    Outputs: main ``Chosen``; ``counts``: {outcome or invalid_<reason>: records}; ``values``:
+    (score, "all" | "selected", (n,) values); ``vectors``: ("all" | "selected" | "random", (n, d));
+    ``samples``: (outcome, (key, unit, ordinal)) candidates for the report's sample documents.
+    """
+
+    def __init__(self, layout: Layout, options: DecideOptions, score_columns: list[str], plotted: list[str], vectors_wanted: bool):
+        self._layout, self._options, self._score_columns = layout, options, score_columns
+        self._plotted, self._vectors = plotted, vectors_wanted
+
+    def setup(self):
+        self._exits = tally.Exits(NAMESPACE)
+
+    def process(self, element, duplicate):
+        check_unique(duplicate)
+        unit, g = element
+        layout, options = self._layout, self._options
+        columns = [features.ID, features.POSITION, features.INVALID_REASON, features.RAW, *self._score_columns]
+        rows = layout.table.read(unit, columns)
+        n = rows.num_rows
+        valid = _valid(rows)
+        code = np.where(valid, ELIGIBLE, -1).astype(np.int8)
+        duplicate_of = np.full(n, None, dtype=object)
+        duplicate_source = np.full(n, None, dtype=object)
+        cluster = np.full(n, None, dtype=object)
+        for ordinals, kept_ids, kept_sources in g.get("exact", []):
+            code[ordinals] = CODES[schema.EXACT_DUPLICATE]
+            duplicate_of[ordinals] = [str(i) for i in kept_ids]
+            duplicate_source[ordinals] = [self._source_name(s) for s in kept_sources]
+        for ordinals, rep_ids, rep_sources, cluster_ids, dropped in g.get("near", []):
+            cluster[ordinals] = cluster_ids.tolist()
+            near = ordinals[dropped & (code[ordinals] == ELIGIBLE)]
+            which = dropped & (code[ordinals] == ELIGIBLE)
+            code[near] = CODES[schema.NEAR_DUPLICATE]
+            duplicate_of[near] = [str(i) for i in rep_ids[which]]
+            duplicate_source[near] = [self._source_name(s) for s in rep_sources[which]]
+        for (ordinals,) in g.get("too_short", []):
+            code[ordinals] = CODES[schema.TOO_SHORT]
+        for ordinals, kept_ids in g.get("semantic", []):
+            code[ordinals] = CODES[schema.SEMANTIC_DUPLICATE]
+            duplicate_of[ordinals] = [str(i) for i in kept_ids]
+        pool = code == ELIGIBLE
+        selected = np.zeros(n, dtype=bool)
+        round_of = np.full(n, None, dtype=object)
+        for t in range(options.rounds):
+            for ordinals in g.get(f"selected{t}", []):
+                selected[ordinals] = True
+                round_of[ordinals] = t
+        code[pool & ~selected] = CODES[schema.NOT_SELECTED]
+        baseline = np.zeros(n, dtype=bool)
+        for ordinals in g.get("baseline", []):
+            baseline[ordinals] = True
+        reasons = np.array([None, *schema.DROP_REASONS], dtype=object)
+        drop_reason = np.where(code > 0, reasons[np.clip(code, 0, None)], None)
+        invalid = [r for r in rows.column(features.INVALID_REASON).to_pylist() if r is not None]
+        counts = {**tally.count_values(drop_reason[valid & ~selected].tolist()), schema.SELECTED: int(selected.sum()),
+                  **{tally.invalid_exit(r): c for r, c in tally.count_values(invalid).items()}}
+        self._exits.count(counts)
+        yield beam.pvalue.TaggedOutput("counts", counts)
+        self._write_errors(unit, rows, valid)
+        scores = {SCORE_COLUMNS[name]: rows.column(name) for name in self._score_columns if name in SCORE_COLUMNS}
+        if options.write_scores:
+            self._write_scores(unit, rows, valid, scores, selected, drop_reason, duplicate_of, duplicate_source, cluster)
+        if options.index_shards is not None:
+            yield beam.pvalue.TaggedOutput("index_rows", (unit, self._write_index_shard(unit, rows, selected)))
+        chosen = {name: column.take(pa.array(np.flatnonzero(selected))) for name, column in scores.items()}
+        if options.rounds > 1:
+            chosen[schema.DSIR_TARGET] = pa.array(round_of[selected].tolist(), pa.int32())
+        yield Chosen(unit, np.flatnonzero(selected), chosen, np.flatnonzero(baseline))
+        for name in self._plotted:
+            values = rows.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+            ever = pool | selected
+            yield beam.pvalue.TaggedOutput("values", (SCORE_COLUMNS[name], "all", values[ever & ~np.isnan(values)]))
+            yield beam.pvalue.TaggedOutput("values", (SCORE_COLUMNS[name], "selected", values[selected & ~np.isnan(values)]))
+        if self._vectors:
+            found = vectors.from_stored(layout.table.read(unit, [features.EMBEDDING]).column(features.EMBEDDING))
+            for name, mask in (("all", pool | selected), ("selected", selected), ("random", baseline)):
+                if mask.any():
+                    yield beam.pvalue.TaggedOutput("vectors", (name, found[mask]))
+        ids = _ids(rows)
+        outcome = np.where(selected, schema.SELECTED, drop_reason)
+        keys = seeded.hash64([f"{unit}:{i}" for i in range(n)], options.seed, b"winnow-report")
+        for name in set(outcome[valid].tolist()):
+            rows_of = np.flatnonzero(valid & (outcome == name))
+            best = rows_of[np.argsort(keys[rows_of], kind="stable")[:SAMPLES_PER_OUTCOME]]
+            for row in best.tolist():
+                yield beam.pvalue.TaggedOutput("samples", (name, (int(keys[row]), unit, row, str(ids[row]), duplicate_of[row])))
+
+    def _write_index_shard(self, unit: int, rows: pa.Table, selected: np.ndarray) -> int:
+        """The unit's selected records as a dedup index shard (id, exact hash, signature); returns the rows written."""
+        kept = pa.array(np.flatnonzero(selected))
+        if not len(kept):
+            return 0
+        names = [features.EXACT_HASH] + ([features.SIGNATURE] if features.SIGNATURE in self._layout.table_columns else [])
+        shard = self._layout.table.read(unit, names).take(kept)
+        table = pa.table({features.ID: rows.column(features.ID).take(kept), **{name: shard.column(name) for name in names}})
+        write_atomically(f"{self._options.index_shards}-{unit:05d}.parquet", lambda handle: pq.write_table(table, handle, compression="zstd"))
+        return len(kept)
+
+    def _source_name(self, source: int) -> str | None:
+        against = self._options.against
+        return against[source] if source < len(against) else None
+
+    def _write_errors(self, unit: int, rows: pa.Table, valid: np.ndarray) -> None:
+        invalid = np.flatnonzero(~valid)
+        if not len(invalid):
+            return
+        path = self._layout.units[unit].path
+        positions = rows.column(features.POSITION).to_numpy()
+        reasons = rows.column(features.INVALID_REASON).to_pylist()
+        raws = rows.column(features.RAW).to_pylist()
+        lines = "".join(
+            json.dumps(deadletter.dead_letter(path, int(positions[i]), reasons[i], raws[i] or ""), ensure_ascii=False, sort_keys=True) + "\n"
+            for i in invalid.tolist()
+        )
+        write_atomically(self._layout.part("errors", unit, ".jsonl"), lambda handle: handle.write(lines.encode("utf-8")))
+
+    def _write_scores(self, unit, rows, valid, scores, selected, drop_reason, duplicate_of, duplicate_source, cluster) -> None:
+        keep = pa.array(np.flatnonzero(valid))
+        ids = rows.column(features.ID).take(keep)
+        columns = {self._layout.id_column: ids.cast(pa.string()) if self._layout.id_column == schema.ID else ids}
+        columns.update({name: column.take(keep) for name, column in scores.items()})
+        columns[schema.DUPLICATE_OF] = _arrow(duplicate_of[valid], pa.string())
+        if self._options.against:
+            columns[schema.DUPLICATE_SOURCE] = _arrow(duplicate_source[valid], pa.string())
+        if "minhash" in self._options.dedup:
+            columns[schema.DEDUP_CLUSTER] = _arrow(cluster[valid], pa.int64())
+        columns[schema.SELECTED] = pa.array(selected[valid])
+        columns[schema.DROP_REASON] = _arrow(drop_reason[valid], pa.string())
+        table = pa.table(columns)
+        write_atomically(self._layout.part("scores", unit, ".parquet"), lambda handle: pq.write_table(table, handle, compression="zstd"))
+
+
+class _WriteSelectedFn(beam.DoFn):
+    """Chosen -> ``selected/part-NNNNN.parquet``: the unit's selected rows, input columns as read plus winnow's.
+
+    Reads the unit's text once: also counts the hashed n-grams of the selected and baseline records
+    (KL reduction) and takes the openings of the report's sample documents. A unit whose marker
+    (``selected/_part-NNNNN.json``, its stats) exists is not written again (``--resume``).
+    """
+
+    def __init__(self, layout: Layout, output_schema: pa.Schema, dsir_config):
+        self._layout, self._schema, self._dsir_config = layout, output_schema, dsir_config
+
+    def setup(self):
+        self._hasher = dsir.NgramHasher(self._dsir_config) if self._dsir_config is not None else None
+        self._reporter = progress.Reporter(self._layout.progress, "write")
+
+    def process(self, chosen: Chosen, samples: dict):
+        layout = self._layout
+        marker = layout.part("selected", chosen.unit, ".json").replace("/part-", "/_part-")
+        if features.exists(marker):
+            self._reporter.unit_done(layout.units[chosen.unit].size)
+            yield _stats_from_json(features.read_json(marker))
+            return
+        unit = layout.units[chosen.unit]
+        wanted = {ordinal: name for name, entries in samples.items() for _, u, ordinal, _, _ in entries if u == chosen.unit}
+        buckets = 0 if self._hasher is None else self._dsir_config.buckets
+        counts = {"selected": np.zeros(buckets, np.int64), "random": np.zeros(buckets, np.int64)}
+        openings, written = {}, 0
+        selected_set = chosen.ordinals
+
+        def write(handle):
+            nonlocal written
+            with pq.ParquetWriter(handle, self._schema, compression="zstd") as writer:
+                for batch in io.read_unit(unit, layout.read, layout.ids):
+                    self._reporter.add(batch.records, batch.read_bytes)
+                    take = np.flatnonzero(np.isin(batch.ordinals, selected_set))
+                    for i in np.flatnonzero(np.isin(batch.ordinals, list(wanted))).tolist():
+                        openings[ordinal_key(chosen.unit, int(batch.ordinals[i]))] = batch.texts[i][:OPENING_CHARS]
+                    if self._hasher is not None:
+                        for name, ordinals in (("selected", selected_set), ("random", chosen.baseline)):
+                            picked = [batch.texts[i] for i in np.flatnonzero(np.isin(batch.ordinals, ordinals)).tolist()]
+                            if picked:
+                                counts[name] += dsir.ngram_counts(self._hasher.featurize(picked), buckets)
+                    if not len(take):
+                        continue
+                    table = io.conform(batch.table.take(pa.array(take)), layout.input_schema)
+                    where = np.searchsorted(chosen.ordinals, batch.ordinals[take])
+                    if not layout.ids.has_field:
+                        table = table.append_column(schema.field(schema.ID), pa.array([batch.ids[i] for i in take.tolist()], pa.string()))
+                    for name, column in chosen.columns.items():
+                        table = table.append_column(schema.field(name), column.take(pa.array(where)).cast(schema.COLUMN_TYPES[name]))
+                    writer.write_table(table.select(self._schema.names).cast(self._schema))
+                    written += len(take)
+
+        write_atomically(layout.part("selected", chosen.unit, ".parquet"), write)
+        self._reporter.unit_done(unit.size)
+        stats = {"unit": chosen.unit, "written": written, "kl_counts": {k: v.tolist() for k, v in counts.items()}, "openings": openings}
+        features.write_json(marker, stats)
+        yield _stats_from_json(stats)
+
+
+def _stats_from_json(stats: dict) -> dict:
+    return {**stats, "kl_counts": {k: np.asarray(v, np.int64) for k, v in stats["kl_counts"].items()}}
+
+
+METHOD_COLUMNS = {
+    "random": (), "all": (),
+    "dsir": (features.DSIR_LOG_WEIGHT, features.DSIR_TARGET_LOG_WEIGHTS, features.DSIR_LENGTH),
+    "zipfit": (features.ZIPFIT_ALIGNMENT,),
+    "kmeans": (features.CLUSTER, features.CLUSTER_DISTANCE),
+    "combined": (features.DSIR_LOG_WEIGHT, features.DSIR_LENGTH, features.ZIPFIT_ALIGNMENT, features.CLUSTER, features.CLUSTER_DISTANCE),
+}
+REQUIRED_COLUMNS = {"dsir": features.DSIR_LOG_WEIGHT, "zipfit": features.ZIPFIT_ALIGNMENT, "kmeans": features.CLUSTER, "combined": features.CLUSTER}
+
+
+def method_columns(method: str, table_columns) -> list[str]:
+    """The features columns a method selects by (and writes as winnow columns), among those the table has."""
+    return [name for name in METHOD_COLUMNS[method] if name in table_columns]
+
+
+# --- the pipeline --------------------------------------------------------------------------------
+
+
+def _join(keyed_units: beam.PCollection, streams: dict, label: str) -> beam.PCollection:
+    """(unit, {"unit": [None], name: [payloads]}) for every unit, whatever reached it."""
+    return {"unit": keyed_units, **streams} | label >> beam.CoGroupByKey()
+
+
+def _pool_counts(element) -> dict[int, int]:
+    _, pool = element
+    return tally.count_values(pool.scores[features.CLUSTER].astype(np.int64).tolist()) if features.CLUSTER in pool.scores else {}
+
+
+def _quality_partials(element) -> dict:
+    return quality_columns(element[1])
+
+
+def _log_mass(element, moments: dict, options: DecideOptions) -> dict:
+    pool = element[1]
+    if not len(pool.ordinals):
+        return {}
+    score = combined.quality_score(quality_columns(pool), moments, _quality_weights(options))
+    return combined.cluster_log_mass(pool.scores[features.CLUSTER].astype(np.int64), score, options.combined.temperature)
+
+
+def _complexity(stats: dict, centroids: np.ndarray, neighbors: int) -> dict:
+    values = kmeans.cluster_complexity(centroids, stats, neighbors)
+    return {c: float(values[c]) for c in range(len(centroids))}
+
+
+def _named_singletons(pipeline: beam.Pipeline, singletons: dict, label: str) -> beam.PCollection:
+    """One ``{name: value}`` from singleton PCollections (an empty dict for none)."""
+    return pipeline | f"{label}Seed" >> beam.Create([None]) | label >> beam.Map(
+        lambda _, **values: values, **{name: beam.pvalue.AsSingleton(pc) for name, pc in singletons.items()})
+
+
+def _merge_dicts(dicts) -> dict:
+    merged = {}
+    for one in dicts:
+        merged.update(one)
+    return merged
+
+
+def _sample_documents(openings: dict, samples: dict) -> dict:
+    """{outcome: [{"id", "duplicate_of", "opening"}]} of the report's sample documents."""
+    return {name: [{"id": doc_id, "duplicate_of": duplicate_of, "opening": openings.get(ordinal_key(unit, ordinal), "")}
+                   for _, unit, ordinal, doc_id, duplicate_of in entries]
+            for name, entries in samples.items()}
+
+
+def ordinal_key(unit: int, ordinal: int) -> str:
+    return f"{unit}:{ordinal}"
+
+
+def _semantic_dedup(pool, keyed, layout: Layout, config: SemDedupConfig):
+    """SemDeDup within clusters: (the pool without the duplicates, the drops per unit, the stats)."""
+    sizes = pool | "SemanticSizes" >> beam.Map(_pool_counts) | "SumSemanticSizes" >> beam.CombineGlobally(tally.CountsCombineFn())
+    decided = (
+        pool
+        | "SemanticVectors" >> beam.ParDo(_EmbeddingsFn(layout.table))
+        | "SemanticGroups" >> beam.FlatMap(_semantic_groups, beam.pvalue.AsSingleton(sizes), config.max_group_size)
+        | "GroupSemantic" >> beam.GroupByKey()
+        | "SemanticDedup" >> beam.ParDo(_SemanticDedupFn(config.eps)).with_outputs("groups", main="drops")
+    )
+    remaining = {"pool": pool, "semantic": decided.drops} | "JoinSemantic" >> beam.CoGroupByKey() | "WithoutSemantic" >> beam.FlatMap(_without_semantic)
+    stats = (
+        decided.groups
+        | "SumSemanticGroups" >> beam.CombineGlobally(semdedup.DedupStatsCombineFn())
+        | "SemanticStats" >> beam.Map(_semdedup_stats, beam.pvalue.AsSingleton(sizes), config)
+    )
+    return remaining, decided.drops, stats
+
+
+def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout, complexity_neighbors: int = kmeans.COMPLEXITY_NEIGHBORS
+                 ) -> dict[str, beam.PCollection]:
+    """Add the decide and write passes to ``pipeline``; returns the run's stats as singleton PCollections."""
+    stats: dict[str, beam.PCollection] = {}
+    score_columns = method_columns(options.method, layout.table_columns)
+    units = pipeline | "ListUnits" >> beam.Create([u.index for u in layout.units]) | "SpreadUnits" >> beam.Reshuffle()
+    keyed = units | "KeyUnits" >> beam.Map(lambda unit: (unit, None))
+    run_source = len(options.against)
+    index_units = sorted(layout.index_units)
+    streams: dict[str, beam.PCollection] = {}
+    if "exact" in options.dedup:
+        # unit -> (unit, ordinals, ids, hashes) -> exact drops per unit
+        rows = units | "ExactRows" >> beam.ParDo(_ExactRowsFn(layout.table))
+        if index_units:
+            indexed = pipeline | "ListIndexExact" >> beam.Create(index_units) | "IndexExactRows" >> beam.ParDo(_IndexRowsFn(layout.index_units, True))
+            rows = (rows, indexed) | "WithIndexExact" >> beam.Flatten()
+        exact = rows | "DedupExact" >> dedup.DedupExact(layout.shards, run_source)
+        streams["exact"] = exact["drops"]
+        stats["dedup_exact"] = exact["groups"]
+    if "minhash" in options.dedup:
+        # unit + its exact drops -> (unit, ordinals, signatures) of the rows exact dedup kept -> near decisions
+        signed = _join(keyed, {k: v for k, v in streams.items() if k == "exact"}, "JoinExactDrops") | "SignedRows" >> beam.ParDo(
+            _SignedRowsFn(layout.table))
+        if index_units:
+            indexed = pipeline | "ListIndexNear" >> beam.Create(index_units) | "IndexSignedRows" >> beam.ParDo(_IndexRowsFn(layout.index_units, False))
+            signed = (signed, indexed) | "WithIndexNear" >> beam.Flatten()
+        bands = options.minhash.band_rows[0]
+        source = features.FeaturesSignatures(layout.table, layout.index_units)
+        near = signed | "DedupNear" >> dedup.DedupNear(options.minhash, source, layout.shards * bands, run_source)
+        streams["near"] = near["decisions"]
+        stats["dedup_minhash"] = near["stats"]
+    # unit + its dedup decisions -> (unit, Pool) of eligible rows; too-short rows on the side
+    pooled = _join(keyed, dict(streams), "JoinDedup") | "Pool" >> beam.ParDo(
+        _PoolFn(layout.table, options, score_columns)).with_outputs("too_short", main="pool")
+    pool = pooled.pool
+    streams["too_short"] = pooled.too_short
+    if options.semdedup is not None:
+        pool, streams["semantic"], stats["semdedup"] = _semantic_dedup(pool, keyed, layout, options.semdedup)
+    quota_fn, quota_input, key_args = options.quota, None, []
+    if options.clusters:
+        inputs = {}
+        if options.strategy == "complexity":
+            sums = (
+                pool
+                | "PoolVectors" >> beam.ParDo(_EmbeddingsFn(layout.table))
+                | "ClusterPartials" >> beam.FlatMap(_cluster_partials)
+                | "SumClusters" >> beam.CombinePerKey(kmeans.ClusterStatsCombineFn())
+                | "ClusterSums" >> beam.combiners.ToDict()
+            )
+            inputs["complexity"] = sums | "Complexity" >> beam.Map(_complexity, layout.centroids, complexity_neighbors)
+        strategy = quotas.StrategyQuota(options.quota, options.strategy)
+        quota_fn = strategy
+        if options.method == "combined":
+            moments = pool | "QualityPartials" >> beam.Map(_quality_partials) | "Moments" >> beam.CombineGlobally(combined.MomentsCombineFn())
+            key_args = [beam.pvalue.AsSingleton(moments)]
+            inputs["log_mass"] = pool | "LogMass" >> beam.Map(_log_mass, beam.pvalue.AsSingleton(moments), options) | "SumLogMass" >> beam.CombineGlobally(
+                combined.LogMassCombineFn())
+            quota_fn = combined.MixedQuota(strategy, options.combined.diversity)
+        quota_input = _named_singletons(pipeline, inputs, "QuotaInputs")
+    keyed_pool = pool | "Keys" >> beam.Map(lambda element, *args: selection_keys(element[1], options, *args), *key_args)
+    if options.method == "all":
+        selections = [pool | "SelectAll" >> beam.MapTuple(lambda unit, p: (unit, p.ordinals))]
+        stats["selection"] = keyed_pool | "AllCounts" >> beam.Map(select.group_counts) | "CountAll" >> beam.CombineGlobally(
+            tally.CountsCombineFn()) | "AllStats" >> beam.Map(lambda counts: {"pool": counts, "quota": counts})
+    elif options.rounds > 1:
+        shares = pipeline | "TargetShares" >> beam.Create([list(layout.dsir[2])])
+        chosen = keyed_pool | "SelectPerTarget" >> select.SelectInRounds(options.quota, options.rounds, shares)
+        selections, stats["selection"] = chosen["selected"], chosen["stats"]
+    else:
+        chosen = keyed_pool | "SelectTop" >> select.SelectTop(quota_fn, quota_input)
+        selections, stats["selection"] = [chosen["selected"]], chosen["stats"]
+    baseline = (
+        pool
+        | "BaselineKeys" >> beam.MapTuple(lambda unit, p: baseline_keys(p, options.seed))
+        | "SelectBaseline" >> select.SelectTop(SizeQuota(), stats["selection"])
+    )
+    for t, selected in enumerate(selections):
+        streams[f"selected{t}"] = selected
+    streams["baseline"] = baseline["selected"]
+    plotted = [name for name in PLOTTED if name in score_columns]
+    vectors_wanted = options.clusters and features.EMBEDDING in layout.table_columns
+    # ids must be unique: decisions and ties go by id. The check is a side input of the first step that
+    # writes, so a duplicate fails the job before any output is written.
+    duplicate = (
+        units
+        | "IdShards" >> beam.ParDo(_IdShardsFn(layout.table, layout.units, max(1, layout.shards * dedup.ROWS_PER_SHARD // ID_SHARD_ROWS)))
+        | "GroupIds" >> beam.GroupByKey()
+        | "DuplicateIds" >> beam.FlatMap(_duplicate_ids)
+        | "SmallestDuplicate" >> beam.combiners.Top.Smallest(1, key=lambda item: str(item[0]))
+    )
+    finished = _join(keyed, streams, "JoinDecisions") | "FinishUnits" >> beam.ParDo(
+        _FinishUnitFn(layout, options, score_columns, plotted, vectors_wanted), beam.pvalue.AsSingleton(duplicate)).with_outputs("counts", "values", "vectors", "samples", "index_rows", main="chosen")
+    samples = (
+        finished.samples
+        | "SampleCandidates" >> beam.combiners.Top.PerKey(SAMPLES_PER_OUTCOME, key=lambda entry: -entry[0])
+        | "SamplesDict" >> beam.combiners.ToDict()
+    )
+    written = finished.chosen | "WriteSelected" >> beam.ParDo(
+        _WriteSelectedFn(layout, layout.output_schema, layout.dsir[0] if layout.dsir and options.runs_dsir else None), beam.pvalue.AsSingleton(samples))
+    stats["counts"] = metrics.outcome_counts(finished.counts)
+    if options.index_shards is not None:
+        stats["index_rows"] = finished.index_rows | "IndexRows" >> beam.combiners.ToDict()
+    stats["written"] = written | "Written" >> beam.Map(lambda s: s["written"]) | "SumWritten" >> beam.CombineGlobally(sum)
+    stats["samples"] = written | "Openings" >> beam.Map(lambda s: s["openings"]) | "MergeOpenings" >> beam.CombineGlobally(_merge_dicts) | "Samples" >> beam.Map(
+        _sample_documents, beam.pvalue.AsSingleton(samples))
+    if plotted:
+        stats["score_distributions"] = metrics.score_distributions(finished.values)
+    if vectors_wanted:
+        stats["vendi"] = metrics.vendi_scores(finished.vectors)
+    if layout.dsir is not None and options.runs_dsir:
+        stats["dsir_kl"] = metrics.kl_reduction(written, layout.dsir[1])
+    return stats

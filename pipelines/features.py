@@ -1,0 +1,202 @@
+"""The features table: one compact row per input record, written once by the score pass, read by every later pass.
+
+Layout of ``OUTPUT/features/`` (Parquet and JSON on any Beam filesystem)::
+
+    manifest.json          the inputs, the work units and every scoring option the rows depend on
+    fit.pkl, fit.json      the fitted state (DSIR model, ZIP-FIT target model, embedding projection,
+                           k-means centroids) and its summary; fit.json marks it complete
+    unit-00000.parquet     the rows of work unit 0, in record order (row i = ordinal i)
+    unit-00000.json        its completion marker: counts, the unit's Arrow schema, conflicts
+
+A unit is complete only when its marker exists: renames are not atomic on object stores, so the
+marker is written after the shard. A rerun with ``--resume`` scores only the units without one.
+
+Columns (only those of the options that ran): ``ordinal`` int32, ``position`` int64 (1-based line
+or row), ``id`` (the input's id type), ``invalid_reason`` and ``raw`` (dead letters only),
+``length`` int64 (characters), ``exact_hash`` fixed_size_binary(16), ``signature``
+fixed_size_list<uint32>[num_perm], ``dsir_log_weight`` float64, ``dsir_target_log_weights``
+list<float64>, ``dsir_length`` int64 (DSIR's token length), ``zipfit_alignment`` float64,
+``embedding`` fixed_size_list<float16>[dim] (zeros where absent), ``cluster`` int32,
+``cluster_distance`` float32.
+"""
+
+import base64
+import dataclasses
+import json
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from winnow.transforms import dedup, io
+from winnow.transforms.dsir import DsirModel
+from winnow.transforms.embed import Projection
+from winnow.transforms.zipfit import TargetModel
+
+MANIFEST, FIT_STATE, FIT_SUMMARY = "manifest.json", "fit.pkl", "fit.json"
+VERSION = 1
+
+ORDINAL, POSITION, ID, INVALID_REASON, RAW, LENGTH = "ordinal", "position", "id", "invalid_reason", "raw", "length"
+EXACT_HASH, SIGNATURE = "exact_hash", "signature"
+DSIR_LOG_WEIGHT, DSIR_TARGET_LOG_WEIGHTS, DSIR_LENGTH = "dsir_log_weight", "dsir_target_log_weights", "dsir_length"
+ZIPFIT_ALIGNMENT = "zipfit_alignment"
+EMBEDDING, CLUSTER, CLUSTER_DISTANCE = "embedding", "cluster", "cluster_distance"
+
+
+class FeaturesError(Exception):
+    """A features table cannot be used for this run; the message names the option or file."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FitState:
+    """The fitted state the score pass needs (each None when its method does not run)."""
+
+    dsir: DsirModel | None = None
+    zipfit: TargetModel | None = None
+    projection: Projection | None = None
+    embedding_width: int | None = None  # --embedding-field: the width every vector must have
+    centroids: np.ndarray | None = None
+    stats: dict = dataclasses.field(default_factory=dict)
+
+
+def id_arrow_type(id_type: str) -> pa.DataType:
+    return pa.int64() if id_type == "int" else pa.string()
+
+
+def features_schema(id_type: str, columns: dict[str, pa.DataType]) -> pa.Schema:
+    """The shard schema: the fixed columns, then the scoring columns of the options that ran."""
+    fixed = [(ORDINAL, pa.int32()), (POSITION, pa.int64()), (ID, id_arrow_type(id_type)), (INVALID_REASON, pa.string()),
+             (RAW, pa.string()), (LENGTH, pa.int64())]
+    return pa.schema(fixed + list(columns.items()))
+
+
+def schema_to_text(arrow_schema: pa.Schema) -> str:
+    return base64.b64encode(arrow_schema.serialize().to_pybytes()).decode("ascii")
+
+
+def schema_from_text(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write a whole file (object stores publish it complete on close)."""
+    with FileSystems.create(path, mime_type="application/octet-stream") as handle:
+        handle.write(data)
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path) as handle:
+        return handle.read()
+
+
+def write_json(path: str, value) -> None:
+    write_bytes(path, json.dumps(value, indent=1, sort_keys=True, default=_json_default).encode("utf-8"))
+
+
+def read_json(path: str):
+    return json.loads(read_bytes(path).decode("utf-8"))
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+class FeaturesTable:
+    """Paths and reads of one features table (``root`` = ``OUTPUT/features``)."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/")
+
+    def path(self, name: str) -> str:
+        return FileSystems.join(self.root, name)
+
+    def shard(self, unit: int) -> str:
+        return self.path(f"unit-{unit:05d}.parquet")
+
+    def marker(self, unit: int) -> str:
+        return self.path(f"unit-{unit:05d}.json")
+
+    def complete_units(self) -> set[int]:
+        """The units whose marker exists."""
+        pattern = self.path("unit-*.json")
+        matched = FileSystems.match([pattern])[0].metadata_list
+        return {int(meta.path.rsplit("unit-", 1)[1][:5]) for meta in matched}
+
+    def summary(self, unit: int) -> dict:
+        return read_json(self.marker(unit))
+
+    def manifest(self) -> dict:
+        path = self.path(MANIFEST)
+        if not exists(path):
+            raise FeaturesError(f"{self.root}: no {MANIFEST}; not a winnow features table")
+        return read_json(path)
+
+    def fit_state(self) -> FitState:
+        return pickle.loads(read_bytes(self.path(FIT_STATE)))
+
+    def fit_complete(self) -> bool:
+        return exists(self.path(FIT_SUMMARY))
+
+    def write_fit_state(self, state: FitState) -> None:
+        write_bytes(self.path(FIT_STATE), pickle.dumps(state))
+        write_json(self.path(FIT_SUMMARY), state.stats)  # last: marks the fit complete
+
+    def read(self, unit: int, columns: list[str], ordinals: np.ndarray | None = None) -> pa.Table:
+        """Columns of a unit's shard; only the rows ``ordinals`` (ascending or not, in that order) when given."""
+        table = pq.read_table(FileSystems.open(self.shard(unit)), columns=columns)
+        return table if ordinals is None else table.take(pa.array(np.asarray(ordinals, np.int64)))
+
+
+class FeaturesSignatures(dedup.SignatureSource):
+    """``dedup.SignatureSource`` over a features table and the shards of the dedup indexes in use."""
+
+    def __init__(self, table: FeaturesTable, index_shards: dict[int, str]):
+        self._table, self._index_shards = table, index_shards
+
+    def fetch(self, unit: int, ordinals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if unit >= dedup.INDEX_UNIT_BASE:
+            rows = pq.read_table(FileSystems.open(self._index_shards[unit]), columns=[ID, SIGNATURE]).take(pa.array(ordinals))
+        else:
+            rows = self._table.read(unit, [ID, SIGNATURE], ordinals)
+        return np.array(rows.column(ID).to_pylist(), dtype=object), signatures_of(rows.column(SIGNATURE))
+
+    def fetch_ids(self, unit: int, ordinals: np.ndarray) -> np.ndarray:
+        if unit >= dedup.INDEX_UNIT_BASE:
+            rows = pq.read_table(FileSystems.open(self._index_shards[unit]), columns=[ID]).take(pa.array(ordinals))
+        else:
+            rows = self._table.read(unit, [ID], ordinals)
+        return np.array(rows.column(ID).to_pylist(), dtype=object)
+
+
+def signatures_of(column) -> np.ndarray:
+    """A ``signature`` column -> (n, P) uint32."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    width = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.uint32).reshape(-1, width)
+
+
+def signature_array(signatures: np.ndarray) -> pa.Array:
+    """(n, P) uint32 signatures -> a fixed_size_list<uint32>[P] column."""
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(signatures, np.uint32).reshape(-1)), signatures.shape[1])
+
+
+def hashes_of(column) -> np.ndarray:
+    """An ``exact_hash`` column -> (n, 2) uint64."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return np.frombuffer(column.buffers()[1], dtype=">u8", count=2 * len(column), offset=column.offset * 16).astype(np.uint64).reshape(-1, 2)
+
+
+def hash_array(hashes: np.ndarray) -> pa.Array:
+    """(n, 2) uint64 hashes -> a fixed_size_binary(16) column."""
+    data = np.ascontiguousarray(hashes, dtype=">u8").tobytes()
+    return pa.Array.from_buffers(pa.binary(16), len(hashes), [None, pa.py_buffer(data)])

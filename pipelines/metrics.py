@@ -1,0 +1,140 @@
+"""The report's metrics as one composite: score distributions, Vendi, KL reduction, outcome counts.
+
+Every metric is a fixed-size combine over per-unit partials (arrays, Gram matrices, n-gram
+counts), never a collect of documents:
+
+- score distributions: 21 approximate quantiles (0 to 1 in steps of 0.05) of each score over the
+  eligible pool ("all") and the selection, and a histogram of ``HISTOGRAM_BINS`` equal-width bins
+  between the pool's 1% and 99% quantiles plus an underflow and an overflow bin, so one outlier
+  does not squeeze the distribution into one bar;
+- Vendi score (q = 1 and its profile) of the pool, the selection and a random baseline of exactly
+  the selection's size, on the run's embeddings (``vendi.GramCombineFn``, dual form);
+- DSIR's KL reduction of the selection and of the baseline (``dsir.kl_reduction``).
+"""
+
+import apache_beam as beam
+import numpy as np
+
+from winnow.transforms import dsir, tally, vendi
+
+N_QUANTILES = 21
+HISTOGRAM_BINS = 30
+ROBUST_RANGE = (0.01, 0.99)
+
+
+def histogram_edges(quantiles: list[float]) -> list[float]:
+    """``HISTOGRAM_BINS + 1`` edges between the 1% and 99% quantiles (the whole range when they meet)."""
+    qs = np.linspace(0.0, 1.0, len(quantiles))
+    low, high = (float(np.interp(q, qs, quantiles)) for q in ROBUST_RANGE)
+    if not high > low:
+        low, high = quantiles[0], quantiles[-1]
+    if not high > low:
+        high = low + 1.0
+    return np.linspace(low, high, HISTOGRAM_BINS + 1).tolist()
+
+
+def bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """(HISTOGRAM_BINS + 2,) int64 counts: underflow, the bins, overflow (a value on the top edge is in the last bin)."""
+    edges = np.asarray(edges)
+    index = np.searchsorted(edges, values, side="right")  # 0: below, len(edges): above
+    index[values == edges[-1]] = len(edges) - 1
+    return np.bincount(index, minlength=len(edges) + 1).astype(np.int64)
+
+
+def _edges_of(quantiles: dict) -> dict:
+    return {name: histogram_edges(by_subset["all"]) for name, by_subset in quantiles.items() if by_subset.get("all")}
+
+
+def _binned(element, edges: dict):
+    (name, subset), values = element
+    if name in edges and values:
+        yield (name, subset), bin_counts(np.asarray(values, np.float64), edges[name])
+
+
+def _distributions(quantiles: dict, counts: dict, edges: dict) -> dict:
+    out = {}
+    for (name, subset), value in quantiles.items():
+        out.setdefault(name, {"quantiles": {}, "histogram": {"edges": edges.get(name), "underflow": {}, "overflow": {}, "counts": {}}})
+        out[name]["quantiles"][subset] = value
+    for (name, subset), binned in counts.items():
+        histogram = out[name]["histogram"]
+        histogram["underflow"][subset], histogram["overflow"][subset] = int(binned[0]), int(binned[-1])
+        histogram["counts"][subset] = binned[1:-1].tolist()
+    return out
+
+
+def score_distributions(values: beam.PCollection) -> beam.PCollection:
+    """``(score, subset, (n,) values)`` partials -> ``{score: {"quantiles": {subset: [21]}, "histogram": {...}}}``."""
+    keyed = values | "KeyValues" >> beam.Map(lambda element: ((element[0], element[1]), element[2].tolist()))
+    quantiles = keyed | "Quantiles" >> beam.ApproximateQuantiles.PerKey(N_QUANTILES, input_batched=True) | "QuantilesDict" >> beam.combiners.ToDict()
+    by_score = quantiles | "QuantilesByScore" >> beam.Map(lambda q: _by_score(q))
+    edges = by_score | "HistogramEdges" >> beam.Map(_edges_of)
+    counts = (
+        keyed
+        | "BinValues" >> beam.FlatMap(_binned, beam.pvalue.AsSingleton(edges))
+        | "SumBins" >> beam.CombinePerKey(lambda parts: np.sum(list(parts), axis=0))
+        | "BinsDict" >> beam.combiners.ToDict()
+    )
+    return quantiles | "Distributions" >> beam.Map(_distributions, beam.pvalue.AsSingleton(counts), beam.pvalue.AsSingleton(edges))
+
+
+def _by_score(quantiles: dict) -> dict:
+    out = {}
+    for (name, subset), value in quantiles.items():
+        out.setdefault(name, {})[subset] = value
+    return out
+
+
+def vendi_scores(vectors: beam.PCollection) -> beam.PCollection:
+    """``(subset, (n, d) vectors)`` partials -> ``{subset: vendi.vendi_stats}`` (q = 1, cosine kernel)."""
+    return (
+        vectors
+        | "GramPerSubset" >> beam.CombinePerKey(vendi.GramCombineFn())
+        | "VendiStats" >> beam.MapTuple(lambda subset, gram_n: (subset, vendi.vendi_stats(*gram_n)))
+        | "VendiDict" >> beam.combiners.ToDict()
+    )
+
+
+def kl_reduction(write_stats: beam.PCollection, target_counts: np.ndarray) -> beam.PCollection:
+    """Per-unit write stats (their n-gram counts) -> ``{"kl_reduction_selected", "kl_reduction_random"}``."""
+
+    def reductions(counts: dict) -> dict:
+        return {f"kl_reduction_{name}": dsir.kl_reduction(target_counts, counts["random"], counts[name]) for name in ("selected", "random")}
+
+    return (
+        write_stats
+        | "NgramCounts" >> beam.Map(lambda stats: stats["kl_counts"])
+        | "SumNgramCounts" >> beam.CombineGlobally(_SumArraysCombineFn())
+        | "KlReduction" >> beam.Map(reductions)
+    )
+
+
+class _SumArraysCombineFn(beam.CombineFn):
+    """``{name: array}`` dicts -> their elementwise sums per name."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, accumulator, arrays):
+        for name, value in arrays.items():
+            accumulator[name] = accumulator[name] + value if name in accumulator else np.array(value)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = {}
+        for accumulator in accumulators:
+            self.add_input(merged, accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def outcome_counts(counts: beam.PCollection) -> beam.PCollection:
+    """Per-unit ``{outcome or invalid_<reason>: records}`` -> ``{"outcomes": {...}, "invalid": {reason: records}}``."""
+
+    def split(total: dict) -> dict:
+        invalid = {name[len("invalid_"):]: n for name, n in total.items() if name.startswith("invalid_")}
+        return {"outcomes": {name: n for name, n in total.items() if not name.startswith("invalid_")}, "invalid": invalid}
+
+    return counts | "SumCounts" >> beam.CombineGlobally(tally.CountsCombineFn()) | "SplitCounts" >> beam.Map(split)

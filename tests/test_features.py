@@ -1,0 +1,212 @@
+"""Score once, select many: the features table, re-selection from it, and resuming a killed run."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from examples import make_demo_corpus
+from winnow.pipelines import cli, features
+from winnow.transforms import schema
+
+SELECT = ["--num-select", "150", "--dedup", "exact,minhash", "--seed", "2", "--write-scores"]
+
+
+def _run(*argv) -> int:
+    return cli.main(["select", *argv])
+
+
+def _ids(output) -> list:
+    files = sorted((output / "selected").glob("*.parquet"))
+    return sorted(pa.concat_tables(pq.read_table(f) for f in files).column("id").to_pylist())
+
+
+def _scores(output) -> list:
+    files = sorted((output / "scores").glob("*.parquet"))
+    return sorted(pa.concat_tables(pq.read_table(f) for f in files).to_pylist(), key=lambda r: r["id"])
+
+
+def _report(output) -> dict:
+    return json.loads((output / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def combined_run(demo_corpus, tmp_path_factory):
+    """A full combined run with a target, over the demo corpus cut into small work units."""
+    demo_dir, _ = demo_corpus
+    output = tmp_path_factory.mktemp("full") / "out"
+    argv = ["--input", str(demo_dir / "raw" / "*"), "--target", str(demo_dir / "target" / "*"), "--method", "combined", *SELECT]
+    assert _run(*argv, "--output", str(output)) == 0
+    return argv, output
+
+
+def test_the_features_table_holds_one_complete_row_per_record(combined_run):
+    _, output = combined_run
+    table = features.FeaturesTable(str(output / "features"))
+    manifest = table.manifest()
+    assert table.complete_units() == {u["index"] for u in manifest["units"]} and table.fit_complete()
+    rows = pa.concat_tables(pq.read_table(table.shard(u["index"])) for u in manifest["units"])
+    assert rows.num_rows == _report(output)["counts"]["input"]
+    for name in (features.EXACT_HASH, features.SIGNATURE, features.DSIR_LOG_WEIGHT, features.ZIPFIT_ALIGNMENT, features.EMBEDDING,
+                 features.CLUSTER, features.CLUSTER_DISTANCE):
+        assert name in rows.column_names
+    assert manifest["scoring"]["minhash"]["num_perm"] == 128 and "threshold" not in manifest["scoring"]["minhash"]
+
+
+@pytest.mark.parametrize("method, extra", [("combined", []), ("dsir", ["--dsir-top-k"]), ("random", ["--dedup", "exact"])])
+def test_reselection_from_the_features_table_equals_a_full_run(combined_run, tmp_path, method, extra):
+    argv, output = combined_run
+    options = [a for a in argv if a not in ("combined",)]
+    options = [*options[: options.index("--method") + 1], method, *options[options.index("--method") + 1 :]]
+    again, full = tmp_path / "again", tmp_path / "full"
+    assert _run(*options, *extra, "--num-select", "77", "--output", str(full)) == 0
+    assert _run(*options, *extra, "--num-select", "77", "--features", str(output / "features"), "--output", str(again)) == 0
+    assert _ids(again) == _ids(full) and len(_ids(full)) == 77
+    assert _scores(again) == _scores(full)
+    assert not (again / "features").exists()  # re-selection reads the table, it does not copy it
+    assert _report(again)["timings_s"].keys() >= {"decide_write"} and "score" not in _report(again)["timings_s"]
+
+
+def test_reselection_may_omit_the_inputs_but_not_change_a_scoring_option(combined_run, tmp_path, capsys):
+    _, output = combined_run
+    table = str(output / "features")
+    assert _run("--method", "combined", "--features", table, "--output", str(tmp_path / "a"), "--num-select", "10") == 0
+    assert len(_ids(tmp_path / "a")) == 10
+    assert _run("--method", "combined", "--features", table, "--output", str(tmp_path / "b"), "--dsir-buckets", "5000") == 2
+    assert "--dsir-buckets 5000 (the features table has 10000): a scoring option" in capsys.readouterr().err
+    assert _run("--method", "zipfit", "--features", table, "--output", str(tmp_path / "c"), "--dedup", "minhash", "--dedup-num-perm", "64") == 2
+    assert "--dedup-num-perm 64 (the features table has 128)" in capsys.readouterr().err
+
+
+def test_overwrite_refuses_to_delete_the_features_table_it_reads(combined_run, capsys):
+    _, output = combined_run
+    assert _run("--method", "random", "--features", str(output / "features"), "--output", str(output), "--overwrite") == 2
+    assert "--features table this run reads" in capsys.readouterr().err
+
+
+def _resume_after(argv, output, tmp_path, damage) -> None:
+    """Copy a complete run, ``damage`` it as a kill would have left it, resume: the same output as the complete run."""
+    killed = tmp_path / "killed"
+    shutil.copytree(output, killed)
+    for name in ("report.json", "report.html"):
+        (killed / name).unlink()
+    damage(killed)
+    assert _run(*argv, "--output", str(killed), "--resume") == 0
+    assert _ids(killed) == _ids(output)
+    assert _scores(killed) == _scores(output)
+    assert _report(killed)["counts"] == _report(output)["counts"]
+
+
+def test_resume_after_a_kill_in_the_fit_pass(combined_run, tmp_path):
+    argv, output = combined_run
+
+    def killed_in_fit(directory):
+        for path in (directory / "features").glob("unit-*"):
+            path.unlink()
+        for name in ("fit.json", "fit.pkl"):
+            (directory / "features" / name).unlink()
+        for kind in ("selected", "scores", "errors"):
+            shutil.rmtree(directory / kind)
+
+    _resume_after(argv, output, tmp_path, killed_in_fit)
+
+
+def test_resume_after_a_kill_in_the_score_pass(combined_run, tmp_path):
+    argv, output = combined_run
+
+    def killed_in_score(directory):
+        markers = sorted((directory / "features").glob("unit-*.json"))
+        for marker in markers[len(markers) // 2 :]:
+            marker.unlink()  # shards without a marker are incomplete: scored again
+        (directory / "features" / "unit-00000.parquet.inprogress-0123456789ab").write_bytes(b"half a shard")
+        for kind in ("selected", "scores", "errors"):
+            shutil.rmtree(directory / kind)
+
+    _resume_after(argv, output, tmp_path, killed_in_score)
+
+
+def test_resume_after_a_kill_in_the_write_pass(combined_run, tmp_path):
+    argv, output = combined_run
+    written = {}
+
+    def killed_in_write(directory):
+        parts = sorted((directory / "selected").glob("part-*.parquet"))
+        for part in parts[: len(parts) // 2]:  # these units finished: their markers are as the write pass left them
+            written[part.name] = part.stat().st_mtime_ns
+            stats = {"unit": int(part.stem[-5:]), "written": pq.read_metadata(part).num_rows, "kl_counts": {}, "openings": {}}
+            (part.parent / f"_{part.stem}.json").write_text(json.dumps(stats))
+        for part in parts[len(parts) // 2 :]:
+            part.unlink()
+
+    _resume_after(argv, output, tmp_path, killed_in_write)
+    for name, mtime in written.items():
+        assert (tmp_path / "killed" / "selected" / name).stat().st_mtime_ns == mtime  # complete units are not written again
+
+
+def test_resume_with_a_changed_scoring_option_is_an_error_naming_it(combined_run, tmp_path, capsys):
+    argv, output = combined_run
+    killed = tmp_path / "killed"
+    shutil.copytree(output, killed)
+    (killed / "report.json").unlink()
+    assert _run(*argv, "--output", str(killed), "--resume", "--dsir-ngrams", "1") == 2
+    assert "--resume: --dsir-ngrams 1 (the features table has 2)" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_exit_130_no_temporary_files_and_resume_completes(tmp_path):
+    """A real interrupt (SIGINT to the command) while it works, then ``--resume``: the same ids as an uninterrupted run."""
+    corpus = tmp_path / "corpus"
+    make_demo_corpus.write_corpus(corpus, code_docs=1500)
+    argv = ["--input", str(corpus / "raw" / "*"), "--method", "random", "--dedup", "exact,minhash", "--num-select", "200"]
+    output = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "winnow.pipelines.cli", "select", *argv, "--output", str(output)],
+                               stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (output / "features" / "manifest.json").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("winnow select: interrupted: ") and last.endswith("units scored; rerun with --resume to continue"), err
+    assert "Traceback" not in err
+    assert not list(output.rglob("*.inprogress*")) and not (output / "report.json").exists()
+    assert _run(*argv, "--output", str(output), "--resume") == 0
+    assert _run(*argv, "--output", str(tmp_path / "whole")) == 0
+    assert _ids(output) == _ids(tmp_path / "whole")
+
+
+def test_ids_are_the_same_under_two_spellings_of_the_glob(tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    make_demo_corpus.write_corpus(corpus, code_docs=20)
+    for path in (corpus / "raw").iterdir():  # no id field: ids from the path and the line or row
+        if path.suffix == ".parquet":
+            pq.write_table(pq.read_table(path).drop_columns(["id"]), path)
+        elif path.name.endswith(".jsonl"):
+            lines = []
+            for line in path.read_bytes().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    lines.append(line)
+                    continue
+                if isinstance(record, dict):
+                    record.pop("id", None)
+                lines.append(json.dumps(record).encode())
+            path.write_bytes(b"\n".join(lines) + b"\n")
+    monkeypatch.chdir(corpus)
+    relative, absolute = tmp_path / "relative", tmp_path / "absolute"
+    assert _run("--method", "random", "--num-select", "40", "--input", "raw/*.jsonl", "--input", "raw/*.parquet", "--output", str(relative)) == 0
+    assert _run("--method", "random", "--num-select", "40", "--input", str(corpus / "raw" / "*.jsonl"), "--input", str(corpus / "raw" / "*.parquet"),
+                "--output", str(absolute)) == 0
+    ids = [i for i in pa.concat_tables(pq.read_table(f) for f in sorted((relative / "selected").glob("*.parquet"))).column(schema.ID).to_pylist()]
+    assert sorted(ids) == sorted(pa.concat_tables(pq.read_table(f) for f in sorted((absolute / "selected").glob("*.parquet")))
+                                 .column(schema.ID).to_pylist())
+    assert all(i.split(":")[0] in ("shard-0.jsonl", "shard-3.parquet") and i.split(":")[1].isdigit() for i in ids)

@@ -1,0 +1,142 @@
+"""Tests for transforms/vectors.py: parsing embeddings with dead-letter reasons, unit rows, widths, float16 storage."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from winnow.transforms import deadletter, vectors
+from winnow.transforms.vectors import from_stored, mode_width, parse_embedding, to_stored, unit_vectors, width_of
+
+
+# --- parse_embedding -----------------------------------------------------------------------
+
+
+def test_parse_embedding_accepts_lists_and_arrays_as_float64():
+    vector, why = parse_embedding([1, 2, 3], normalize=True)
+    assert why is None and vector.dtype == np.float64
+    np.testing.assert_array_equal(vector, [1.0, 2.0, 3.0])
+    vector, why = parse_embedding(np.array([0.5, -1.0], np.float32), normalize=False)
+    assert why is None and vector.tolist() == [0.5, -1.0]
+
+
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        (None, deadletter.NO_EMBEDDING),
+        ("abc", deadletter.NOT_NUMERIC),
+        (["a", "b"], deadletter.NOT_NUMERIC),
+        ([1.0, [2.0]], deadletter.NOT_NUMERIC),  # ragged
+        ([[1.0, 2.0]], deadletter.BAD_SHAPE),
+        ([], deadletter.BAD_SHAPE),
+        (3.0, deadletter.BAD_SHAPE),  # a scalar is not a vector
+        ([1.0, np.inf], deadletter.NON_FINITE),
+        ([np.nan, 1.0], deadletter.NON_FINITE),
+        ([0.0, 0.0], deadletter.ZERO_NORM),
+    ],
+)
+def test_parse_embedding_reasons(value, why):
+    assert parse_embedding(value, normalize=True) == (None, why)
+
+
+def test_zero_vectors_are_usable_without_normalization():
+    vector, why = parse_embedding([0.0, 0.0], normalize=False)
+    assert why is None and vector.tolist() == [0.0, 0.0]
+
+
+def test_parse_embedding_reads_float32_little_endian_bytes():
+    packed = np.array([0.5, -2.0, 3.25], dtype="<f4").tobytes()
+    for value in (packed, bytearray(packed), memoryview(packed)):
+        vector, why = parse_embedding(value, normalize=True)
+        assert why is None and vector.dtype == np.float64
+        np.testing.assert_array_equal(vector, [0.5, -2.0, 3.25])
+    assert parse_embedding(np.array([1.0], ">f4").tobytes(), True)[0][0] != 1.0  # big-endian bytes are not re-ordered
+    assert parse_embedding(packed[:-1], True) == (None, deadletter.BAD_SHAPE)  # not a whole number of float32s
+    assert parse_embedding(b"", True) == (None, deadletter.BAD_SHAPE)
+    assert parse_embedding(np.array([np.nan], "<f4").tobytes(), True) == (None, deadletter.NON_FINITE)
+    assert parse_embedding(np.zeros(2, "<f4").tobytes(), True) == (None, deadletter.ZERO_NORM)
+
+
+def test_parse_embedding_never_returns_dim_mismatch():
+    for value in ([1.0], [1.0] * 1000, np.ones(3, "<f4").tobytes()):
+        assert parse_embedding(value, True)[1] is None
+
+
+# --- unit_vectors, widths ------------------------------------------------------------------
+
+
+def test_unit_vectors_normalize_usable_rows_and_zero_the_others():
+    values = [[3, 4], [0, 0], None, [1, 2, 3], np.array([0.0, 2.0], "<f4").tobytes(), "x", [np.nan, 1.0], np.array([-5.0, 0.0])]
+    out, reasons = unit_vectors(values, 2)
+    assert out.dtype == np.float32 and out.shape == (8, 2)
+    assert reasons == [None, deadletter.ZERO_NORM, deadletter.NO_EMBEDDING, deadletter.DIM_MISMATCH, None,
+                       deadletter.NOT_NUMERIC, deadletter.NON_FINITE, None]
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0, 0], [0, 0], [0, 0], [0, 1], [0, 0], [0, 0], [-1, 0]], rtol=1e-7)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_unit_vectors_of_tiny_or_huge_finite_values_are_unit_rows_or_unusable():
+    out, reasons = unit_vectors([[1e-200, 0.0], [1e200, 1e200]], 2)
+    for row, reason in zip(out, reasons):
+        usable_unit = reason is None and np.isfinite(row).all() and abs(np.linalg.norm(row) - 1.0) < 1e-6
+        assert usable_unit or (reason is not None and not row.any())
+
+
+def test_unit_vectors_of_nothing():
+    out, reasons = unit_vectors([], 5)
+    assert out.shape == (0, 5) and reasons == []
+
+
+def test_mode_width_is_the_most_frequent_ties_to_the_smaller():
+    assert mode_width({256: 3, 128: 5, 64: 1}) == 128
+    assert mode_width({256: 4, 128: 4, 512: 4}) == 128
+    assert mode_width({7: 1}) == 7
+    assert mode_width({}) is None
+
+
+def test_width_of_a_usable_value_else_none():
+    assert width_of([1.0, 2.0, 3.0]) == 3
+    assert width_of(np.ones(4, "<f4").tobytes()) == 4
+    assert width_of([0.0, 0.0]) is None  # unusable: zero norm
+    assert width_of(None) is None and width_of("abc") is None
+
+
+# --- stored form ---------------------------------------------------------------------------
+
+
+def test_to_stored_is_a_fixed_size_list_of_float16():
+    stored = to_stored(np.array([[0.6, 0.8], [1.0, 0.0], [0.0, -1.0]], np.float32))
+    assert stored.type == pa.list_(pa.float16(), 2) and len(stored) == 3
+    assert stored.to_pylist() == [[float(np.float16(0.6)), float(np.float16(0.8))], [1.0, 0.0], [0.0, -1.0]]
+    assert vectors.STORED_DTYPE == np.dtype("<f2")
+
+
+def test_stored_round_trip_keeps_half_precision_and_reads_chunked_columns():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 64))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    stored = to_stored(X)
+    back = from_stored(stored)
+    assert back.dtype == np.float32 and back.shape == (200, 64)
+    np.testing.assert_array_equal(back, X.astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(back, X, rtol=2.0**-11, atol=2.0**-25)  # float16 rounding: half a unit in 11 bits
+    chunked = pa.chunked_array([stored.slice(0, 50), stored.slice(50)])
+    np.testing.assert_array_equal(from_stored(chunked), back)
+    table = pa.table({"winnow_embedding": stored})  # a table's column is a ChunkedArray
+    np.testing.assert_array_equal(from_stored(table.column("winnow_embedding")), back)
+
+
+def test_stored_cosine_similarities_keep_about_three_decimals():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 256))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    X[1] = X[0] + 0.05 * X[1]
+    X[1] /= np.linalg.norm(X[1])  # one close pair, cosine ~ 0.999
+    back = from_stored(to_stored(X)).astype(np.float64)
+    assert np.abs(back @ back.T - X @ X.T).max() < 1e-3
+
+
+def test_empty_stored_column():
+    stored = to_stored(np.zeros((0, 8), np.float32))
+    assert stored.type == pa.list_(pa.float16(), 8) and len(stored) == 0
+    assert from_stored(stored).shape == (0, 8)
+    assert from_stored(pa.chunked_array([], type=stored.type)).shape == (0, 8)

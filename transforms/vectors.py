@@ -1,0 +1,104 @@
+"""Embedding vectors: parsing, checking, width, and the compact form they are stored in.
+
+An embedding reaches winnow either from its own hashed tf-idf embedding (``embed.py``) or from an
+input field (``--embedding-field``): a list of numbers, or the bytes of float32 little-endian
+values. ``parse_embedding`` accepts both and says why a value is unusable, as a dead-letter reason
+(``deadletter.EMBEDDING_REASONS``). The features table stores unit vectors as fixed-size lists of
+``STORED_DTYPE`` (float16: half the bytes; cosine similarities of unit vectors keep about three
+decimal digits).
+"""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+
+from winnow.transforms import deadletter
+
+FLOAT32_LE = np.dtype("<f4")
+STORED_DTYPE = np.dtype("<f2")
+
+
+def parse_embedding(value, normalize: bool) -> tuple[np.ndarray | None, str | None]:
+    """``(vector (d,) float64, None)`` for a usable embedding, else ``(None, reason)``.
+
+    ``value``: a sequence of numbers, a numpy array, bytes of float32 little-endian values, or a
+    JSON array as text (a field whose values conflict in type is read as strings, ``io.py``).
+    With ``normalize`` an all-zero vector is unusable (its cosine similarity is undefined).
+    ``deadletter.DIM_MISMATCH`` is never returned here: it needs the corpus width.
+    """
+    if value is None:
+        return None, deadletter.NO_EMBEDDING
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None, deadletter.NOT_NUMERIC
+        if not isinstance(value, list):
+            return None, deadletter.NOT_NUMERIC
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if len(value) % FLOAT32_LE.itemsize:
+            return None, deadletter.BAD_SHAPE
+        value = np.frombuffer(value, dtype=FLOAT32_LE)
+    try:
+        vector = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None, deadletter.NOT_NUMERIC
+    if vector.ndim != 1 or vector.size == 0:
+        return None, deadletter.BAD_SHAPE
+    if not np.isfinite(vector).all():
+        return None, deadletter.NON_FINITE
+    if normalize and not vector.any():
+        return None, deadletter.ZERO_NORM
+    return vector, None
+
+
+def unit_vectors(values: list, dim: int) -> tuple[np.ndarray, list[str | None]]:
+    """Embedding values -> ((n, dim) float32 unit rows, per value None or the reason it is unusable).
+
+    Unusable rows (any ``parse_embedding`` reason, or a width other than ``dim``) are zero.
+    """
+    out = np.zeros((len(values), dim), dtype=np.float32)
+    reasons: list[str | None] = []
+    for i, value in enumerate(values):
+        vector, reason = parse_embedding(value, normalize=True)
+        if reason is None and vector.shape[0] != dim:
+            reason = deadletter.DIM_MISMATCH
+        if reason is None:
+            out[i] = unit(vector)
+        reasons.append(reason)
+    return out, reasons
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    """``vector / ||vector||``, scaled by its largest magnitude first so the norm neither underflows nor overflows."""
+    scaled = vector / np.abs(vector).max()
+    return scaled / np.linalg.norm(scaled)
+
+
+def mode_width(width_counts: dict[int, int]) -> int | None:
+    """The most frequent vector width (ties to the smaller); None when there are no counts."""
+    if not width_counts:
+        return None
+    return min(width_counts, key=lambda width: (-width_counts[width], width))
+
+
+def width_of(value) -> int | None:
+    """The width of a usable embedding value, None for an unusable one."""
+    vector, _ = parse_embedding(value, normalize=True)
+    return None if vector is None else vector.shape[0]
+
+
+def to_stored(vectors: np.ndarray) -> pa.Array:
+    """(n, d) vectors -> a fixed-size-list<float16>[d] Arrow array (the features table's column)."""
+    stored = np.ascontiguousarray(vectors, dtype=STORED_DTYPE)
+    return pa.FixedSizeListArray.from_arrays(pa.array(stored.reshape(-1)), stored.shape[1])
+
+
+def from_stored(column) -> np.ndarray:
+    """A stored embedding column (``to_stored``; a ChunkedArray is fine) -> (n, d) float32."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    width = column.type.list_size
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.astype(np.float32).reshape(-1, width)
