@@ -14,6 +14,7 @@ the unit's features shard itself, so the features never travel either.
 import dataclasses
 import json
 import uuid
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -23,15 +24,17 @@ from apache_beam.io.filesystems import FileSystems
 
 from winnow.pipelines import features, metrics, progress
 from winnow.pipelines.features import FeaturesTable
-from winnow.transforms import combined, deadletter, dedup, dsir, io, kmeans, quotas, schema, seeded, select, semdedup, tally, vectors
+from winnow.transforms import combined, deadletter, dedup, diversity, dsir, io, kmeans, quotas, schema, seeded, select, semdedup, tally, vectors
 from winnow.transforms.combined import CombinedConfig
+from winnow.transforms.diversity import DiversityConfig
 from winnow.transforms.minhash import MinHashConfig
 from winnow.transforms.select import KeyBatch, TotalQuota
 from winnow.transforms.semdedup import SemDedupConfig
 
 NAMESPACE = "winnow.decide"
 BASELINE_SEED_OFFSET = 1  # the random baseline of the metrics uses seed + 1, independent of the selection
-SAMPLES_PER_OUTCOME = 5  # report: sample documents per outcome
+SAMPLES_PER_OUTCOME = 5  # report: sample documents per outcome, and members per duplicate cluster shown
+SAMPLED_CLUSTERS = 5  # report: the largest near-duplicate clusters and exact groups shown with their members
 OPENING_CHARS = 300
 SCORE_COLUMNS = {  # features column -> winnow column, in output order
     features.DSIR_LOG_WEIGHT: schema.DSIR_LOG_WEIGHT,
@@ -60,8 +63,9 @@ class DecideOptions:
         min_tokens: DSIR's too-short rule: fewer tokens than this is ``too_short``.
         dsir_top_k: rank by the log weight instead of importance resampling.
         rounds: T > 1 to select target by target (``--dsir-separate-targets``), else 1.
-        strategy: the cluster quota strategy (kmeans, combined).
-        combined: the combined method's weights, diversity and temperature.
+        strategy: kmeans: ``diversity`` (the log-determinant greedy) or a cluster quota strategy.
+        combined: the combined method's quality weights.
+        diversity: the diversity step's settings (D, the greedy's ridge, ...).
         semdedup: SemDeDup within clusters, or None.
         write_scores: also write ``scores/``.
         against: dedup indexes (their directories) whose documents this run's must not duplicate.
@@ -78,8 +82,9 @@ class DecideOptions:
     min_tokens: int = 100
     dsir_top_k: bool = False
     rounds: int = 1
-    strategy: str = "balanced"
+    strategy: str = quotas.DIVERSITY
     combined: CombinedConfig = CombinedConfig()
+    diversity: DiversityConfig = DiversityConfig()
     semdedup: SemDedupConfig | None = None
     write_scores: bool = False
     against: tuple[str, ...] = ()
@@ -88,6 +93,20 @@ class DecideOptions:
     @property
     def clusters(self) -> bool:
         return self.method in ("kmeans", "combined")
+
+    @property
+    def diverse(self) -> bool:
+        """Selected by the diversity step (``diversity.py``), not by per-cluster quotas."""
+        return self.method == "combined" or (self.method == "kmeans" and self.strategy == quotas.DIVERSITY)
+
+
+class DsirLayout(NamedTuple):
+    """What the decide pass needs of the DSIR fit: the config, the target and raw n-gram counts, the target shares."""
+
+    config: dsir.DsirConfig
+    target_counts: np.ndarray
+    raw_counts: np.ndarray
+    shares: tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +121,7 @@ class Layout:
         input_schema: the input columns' unified schema; ``output_schema`` that plus winnow's columns.
         output: the output directory.
         shards: dedup shards (``dedup.shard_count`` of the valid records).
-        dsir: the DSIR config, the target counts and the target shares (for KL and rounds), or None.
+        dsir: the DSIR fit's ``DsirLayout`` (KL reduction, rounds), or None.
         centroids: the k-means centroids (the complexity strategy), or None.
         index_units: dedup index units -> their shard paths.
         progress: the progress folder, or None.
@@ -118,7 +137,7 @@ class Layout:
     output_schema: pa.Schema
     output: str
     shards: int
-    dsir: tuple | None = None  # (DsirConfig, target counts (B,) or (T, B), target shares)
+    dsir: DsirLayout | None = None
     centroids: np.ndarray | None = None
     index_units: dict = dataclasses.field(default_factory=dict)
     progress: str | None = None
@@ -347,7 +366,7 @@ def _semdedup_stats(totals: tuple, sizes: dict, config: SemDedupConfig) -> dict:
 
 
 def quality_columns(pool: Pool) -> dict[str, np.ndarray]:
-    """The combined method's quality scores present in a pool."""
+    """The combined method's quality scores in a pool (the features table's: ZIP-FIT only when scored)."""
     return {name: pool.scores[name].astype(np.float64) for name in (features.DSIR_LOG_WEIGHT, features.ZIPFIT_ALIGNMENT) if name in pool.scores}
 
 
@@ -355,20 +374,19 @@ def _quality_weights(options: DecideOptions) -> dict[str, float]:
     return {features.DSIR_LOG_WEIGHT: options.combined.dsir_weight, features.ZIPFIT_ALIGNMENT: options.combined.zipfit_weight}
 
 
-def selection_keys(pool: Pool, options: DecideOptions, moments: dict | None = None) -> KeyBatch:
+def selection_keys(pool: Pool, options: DecideOptions) -> KeyBatch:
     """The ``KeyBatch`` of a pool for ``options.method`` (``select.py`` keeps the top keys of each group).
 
-    - random: ``seeded.uniform(id)``; dsir: ``log w + Gumbel(seed, id)`` (``log w`` with top-k; one
-      column per target with separate targets, round t's noise from ``round_seed(seed, t)``);
-      zipfit: the alignment; kmeans: per cluster, ``uniform(id)``; combined: per cluster,
-      ``s(x) + T · Gumbel(seed, id)`` (``combined.py``). The ``prototypes`` strategy ranks within a
-      cluster by the distance to the centroid instead.
+    random: ``seeded.uniform(id)``; dsir: ``log w + Gumbel(seed, id)`` (``log w`` with top-k; one
+    column per target with separate targets, round t's noise from ``round_seed(seed, t)``);
+    zipfit: the alignment; kmeans with a quota strategy: per cluster, ``uniform(id)``, or for
+    ``prototypes`` the distance to the centroid (the least prototypical first). The diversity
+    step (kmeans' default strategy, and combined) keys its candidates itself (``diversity_keys``).
     """
     n = len(pool.ordinals)
     groups = np.zeros(n, np.int64)
-    method = options.method
     round_keys = None
-    if method == "dsir":
+    if options.method == "dsir":
         if options.rounds > 1:
             weights = pool.scores[features.DSIR_TARGET_LOG_WEIGHTS].reshape(n, options.rounds)
             noise = np.stack([seeded.gumbel(pool.ids, seeded.round_seed(options.seed, t)) for t in range(options.rounds)], axis=1) if n else 0
@@ -377,19 +395,22 @@ def selection_keys(pool: Pool, options: DecideOptions, moments: dict | None = No
         else:
             weights = pool.scores[features.DSIR_LOG_WEIGHT].astype(np.float64)
             keys = weights if options.dsir_top_k else weights + seeded.gumbel(pool.ids, options.seed)
-    elif method == "zipfit":
+    elif options.method == "zipfit":
         keys = pool.scores[features.ZIPFIT_ALIGNMENT].astype(np.float64)
-    elif options.clusters:
+    elif options.method == "kmeans":
         groups = pool.scores[features.CLUSTER].astype(np.int64)
-        if method == "combined" and moments:
-            score = combined.quality_score(quality_columns(pool), moments, _quality_weights(options))
-            score = score + options.combined.temperature * seeded.gumbel(pool.ids, options.seed)
-        else:
-            score = seeded.uniform(pool.ids, options.seed)
-        keys = quotas.within_cluster_key(options.strategy, pool.scores[features.CLUSTER_DISTANCE].astype(np.float64), score)
+        distances = pool.scores[features.CLUSTER_DISTANCE].astype(np.float64)
+        keys = quotas.within_cluster_key(options.strategy, distances, seeded.uniform(pool.ids, options.seed))
     else:
         keys = seeded.uniform(pool.ids, options.seed)
     return KeyBatch(pool.unit, pool.ordinals, pool.ids, groups, np.asarray(keys, np.float64), round_keys)
+
+
+def quality_batch(pool: Pool, options: DecideOptions, moments: dict) -> KeyBatch:
+    """The combined method's quality keys of a pool (``combined.quality_keys``), one group."""
+    keys = combined.quality_keys(quality_columns(pool), moments, _quality_weights(options), seeded.gumbel(pool.ids, options.seed),
+                                 features.DSIR_LOG_WEIGHT)
+    return KeyBatch(pool.unit, pool.ordinals, pool.ids, np.zeros(len(pool.ordinals), np.int64), keys)
 
 
 def baseline_keys(pool: Pool, seed: int) -> KeyBatch:
@@ -453,7 +474,7 @@ class _FinishUnitFn(beam.DoFn):
     def setup(self):
         self._exits = tally.Exits(NAMESPACE)
 
-    def process(self, element, duplicate):
+    def process(self, element, duplicate, cluster_members):
         check_unique(duplicate)
         unit, g = element
         layout, options = self._layout, self._options
@@ -520,13 +541,17 @@ class _FinishUnitFn(beam.DoFn):
                 if mask.any():
                     yield beam.pvalue.TaggedOutput("vectors", (name, found[mask]))
         ids = _ids(rows)
-        outcome = np.where(selected, schema.SELECTED, drop_reason)
+        outcome = np.where(selected, "selected", drop_reason)
         keys = seeded.hash64([f"{unit}:{i}" for i in range(n)], options.seed, b"winnow-report")
         for name in set(outcome[valid].tolist()):
             rows_of = np.flatnonzero(valid & (outcome == name))
             best = rows_of[np.argsort(keys[rows_of], kind="stable")[:SAMPLES_PER_OUTCOME]]
             for row in best.tolist():
                 yield beam.pvalue.TaggedOutput("samples", (name, (int(keys[row]), unit, row, str(ids[row]), duplicate_of[row])))
+        for row in np.flatnonzero(valid).tolist():
+            label = cluster_members.get(str(ids[row]))
+            if label is not None:
+                yield beam.pvalue.TaggedOutput("samples", (label, (int(keys[row]), unit, row, str(ids[row]), duplicate_of[row])))
 
     def _write_index_shard(self, unit: int, rows: pa.Table, selected: np.ndarray) -> int:
         """The unit's selected records as a dedup index shard (id, exact hash, signature); returns the rows written."""
@@ -637,6 +662,118 @@ def _stats_from_json(stats: dict) -> dict:
     return {**stats, "kl_counts": {k: np.asarray(v, np.int64) for k, v in stats["kl_counts"].items()}}
 
 
+@dataclasses.dataclass(frozen=True)
+class CandidateQuota:
+    """Quota of the quality candidates (``combined``): M = ``diversity.candidate_count(N, n, D)`` of the n in the pool."""
+
+    total: TotalQuota
+    diversity: float
+
+    def __call__(self, counts: dict[int, int]) -> dict[int, int]:
+        return {group: diversity.candidate_count(self.total.total(n), n, self.diversity) for group, n in counts.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolQuota:
+    """Quota of the diversity step's final selection: N of the whole pool (its size a side input), from the candidates."""
+
+    total: TotalQuota
+
+    def __call__(self, counts: dict[int, int], pool_size: int) -> dict[int, int]:
+        return {group: min(self.total.total(pool_size), n) for group, n in counts.items()}
+
+
+class _CandidateRowsFn(beam.DoFn):
+    """(unit, candidate ordinals) -> (unit, ordinals, ids, clusters, lengths, (m, d) float16 stored embeddings)."""
+
+    def __init__(self, table: FeaturesTable):
+        self._table = table
+
+    def process(self, element):
+        unit, ordinals = element
+        rows = self._table.read(unit, [features.ID, features.CLUSTER, features.LENGTH, features.EMBEDDING], ordinals)
+        stored = rows.column(features.EMBEDDING).combine_chunks()
+        found = stored.flatten().to_numpy(zero_copy_only=False).reshape(len(ordinals), stored.type.list_size)
+        yield (unit, np.asarray(ordinals, np.int64), _ids(rows), rows.column(features.CLUSTER).to_numpy().astype(np.int64),
+               rows.column(features.LENGTH).to_numpy(), found)
+
+
+def _gram_partial(element) -> np.ndarray:
+    return diversity.gram_statistic(element[5])
+
+
+def _by_cluster(element):
+    """Candidate rows -> (cluster, (docrefs, ids, lengths, vectors)) per cluster."""
+    unit, ordinals, ids, clusters, lengths, found = element
+    for cluster in np.unique(clusters).tolist():
+        mask = clusters == cluster
+        yield cluster, (dedup.docrefs(unit, ordinals[mask]), ids[mask], lengths[mask], found[mask])
+
+
+class _DiversityKeysFn(beam.DoFn):
+    """(cluster, [candidate rows]) -> per unit, a KeyBatch of the cluster's candidates keyed by ``diversity_keys``."""
+
+    def __init__(self, config: DiversityConfig):
+        self._config = config
+
+    def process(self, element, pool_gram, n_candidates: int, n_select: int):
+        _, parts = element
+        parts = list(parts)
+        refs = np.concatenate([p[0] for p in parts])
+        ids = np.concatenate([p[1] for p in parts])
+        lengths = np.concatenate([p[2] for p in parts])
+        found = np.concatenate([p[3] for p in parts])
+        order = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+        keys = diversity.diversity_keys(found[order], lengths[order], n_candidates, n_select, pool_gram, self._config)
+        refs, ids = refs[order], ids[order]
+        units = dedup.unit_of(refs)
+        for unit in np.unique(units).tolist():
+            mask = units == unit
+            yield KeyBatch(unit, dedup.ordinal_of(refs[mask]), ids[mask], np.zeros(int(mask.sum()), np.int64), keys[mask])
+
+
+def _diverse_stats(final: dict, pool_size: int, n_candidates: int) -> dict:
+    return {"pool": {0: pool_size}, "quota": final["quota"], "candidates": n_candidates}
+
+
+def _diverse_selection(pipeline, pool, options: DecideOptions, layout: Layout):
+    """The diversity step (``diversity.py``): candidates, the pool Gram, per-cluster greedy keys, exact N by key.
+
+    Returns ([(unit, selected ordinals)], the selection's stats).
+    """
+    pool_size = pool | "PoolSizes" >> beam.Map(lambda element: len(element[1].ordinals)) | "PoolSize" >> beam.CombineGlobally(sum)
+    if options.method == "combined" and options.runs_dsir:
+        # the quality key (DSIR's importance-resampling key, ZIP-FIT mixed in by weight) -> the top M(D) candidates
+        moments = pool | "QualityPartials" >> beam.Map(lambda element: quality_columns(element[1])) | "Moments" >> beam.CombineGlobally(
+            combined.MomentsCombineFn())
+        candidates = (
+            pool
+            | "QualityKeys" >> beam.Map(lambda element, m: quality_batch(element[1], options, m), beam.pvalue.AsSingleton(moments))
+            | "SelectCandidates" >> select.SelectTop(CandidateQuota(options.quota, options.diversity.diversity))
+        )["selected"]
+    else:  # no quality key: every eligible record is a candidate
+        candidates = pool | "AllCandidates" >> beam.MapTuple(lambda unit, p: (unit, p.ordinals))
+    # (unit, ordinals) -> candidate rows with their stored embeddings -> the pool Gram, and the rows by cluster
+    rows = candidates | "CandidateRows" >> beam.ParDo(_CandidateRowsFn(layout.table))
+    gram = rows | "GramPartials" >> beam.Map(_gram_partial) | "PoolGram" >> beam.CombineGlobally(_sum_arrays)
+    n_candidates = rows | "CandidateSizes" >> beam.Map(lambda element: len(element[1])) | "CandidateCount" >> beam.CombineGlobally(sum)
+    n_select = pool_size | "SelectCount" >> beam.Map(options.quota.total)
+    keyed = (
+        rows
+        | "ByCluster" >> beam.FlatMap(_by_cluster)
+        | "GroupClusters" >> beam.GroupByKey()
+        | "DiversityKeys" >> beam.ParDo(_DiversityKeysFn(options.diversity), beam.pvalue.AsSingleton(gram),
+                                        beam.pvalue.AsSingleton(n_candidates), beam.pvalue.AsSingleton(n_select))
+    )
+    chosen = keyed | "SelectDiverse" >> select.SelectTop(PoolQuota(options.quota), pool_size)
+    stats = chosen["stats"] | "DiverseStats" >> beam.Map(_diverse_stats, beam.pvalue.AsSingleton(pool_size), beam.pvalue.AsSingleton(n_candidates))
+    return [chosen["selected"]], stats
+
+
+def _sum_arrays(arrays) -> np.ndarray | int:
+    return sum(arrays, 0)
+
+
 METHOD_COLUMNS = {
     "random": (), "all": (),
     "dsir": (features.DSIR_LOG_WEIGHT, features.DSIR_TARGET_LOG_WEIGHTS, features.DSIR_LENGTH),
@@ -665,18 +802,6 @@ def _pool_counts(element) -> dict[int, int]:
     return tally.count_values(pool.scores[features.CLUSTER].astype(np.int64).tolist()) if features.CLUSTER in pool.scores else {}
 
 
-def _quality_partials(element) -> dict:
-    return quality_columns(element[1])
-
-
-def _log_mass(element, moments: dict, options: DecideOptions) -> dict:
-    pool = element[1]
-    if not len(pool.ordinals):
-        return {}
-    score = combined.quality_score(quality_columns(pool), moments, _quality_weights(options))
-    return combined.cluster_log_mass(pool.scores[features.CLUSTER].astype(np.int64), score, options.combined.temperature)
-
-
 def _complexity(stats: dict, centroids: np.ndarray, neighbors: int) -> dict:
     values = kmeans.cluster_complexity(centroids, stats, neighbors)
     return {c: float(values[c]) for c in range(len(centroids))}
@@ -700,6 +825,19 @@ def _sample_documents(openings: dict, samples: dict) -> dict:
     return {name: [{"id": doc_id, "duplicate_of": duplicate_of, "opening": openings.get(ordinal_key(unit, ordinal), "")}
                    for _, unit, ordinal, doc_id, duplicate_of in entries]
             for name, entries in samples.items()}
+
+
+CLUSTER_LABELS = {"exact": "exact duplicate group of", "near": "near-duplicate cluster of"}
+
+
+def _cluster_members(_, **groups) -> dict[str, str]:
+    """{member id: "<kind> <kept id>"} of the largest duplicate groups' sampled members (the report shows their openings)."""
+    members = {}
+    for kind, summary in groups.items():
+        for group in summary["largest"][:SAMPLED_CLUSTERS]:
+            for member in group["ids"]:
+                members.setdefault(str(member), f"{CLUSTER_LABELS[kind]} {group['kept']}")
+    return members
 
 
 def ordinal_key(unit: int, ordinal: int) -> str:
@@ -763,39 +901,35 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
     streams["too_short"] = pooled.too_short
     if options.semdedup is not None:
         pool, streams["semantic"], stats["semdedup"] = _semantic_dedup(pool, keyed, layout, options.semdedup)
-    quota_fn, quota_input, key_args = options.quota, None, []
-    if options.clusters:
-        inputs = {}
-        if options.strategy == "complexity":
-            sums = (
-                pool
-                | "PoolVectors" >> beam.ParDo(_EmbeddingsFn(layout.table))
-                | "ClusterPartials" >> beam.FlatMap(_cluster_partials)
-                | "SumClusters" >> beam.CombinePerKey(kmeans.ClusterStatsCombineFn())
-                | "ClusterSums" >> beam.combiners.ToDict()
-            )
-            inputs["complexity"] = sums | "Complexity" >> beam.Map(_complexity, layout.centroids, complexity_neighbors)
-        strategy = quotas.StrategyQuota(options.quota, options.strategy)
-        quota_fn = strategy
-        if options.method == "combined":
-            moments = pool | "QualityPartials" >> beam.Map(_quality_partials) | "Moments" >> beam.CombineGlobally(combined.MomentsCombineFn())
-            key_args = [beam.pvalue.AsSingleton(moments)]
-            inputs["log_mass"] = pool | "LogMass" >> beam.Map(_log_mass, beam.pvalue.AsSingleton(moments), options) | "SumLogMass" >> beam.CombineGlobally(
-                combined.LogMassCombineFn())
-            quota_fn = combined.MixedQuota(strategy, options.combined.diversity)
-        quota_input = _named_singletons(pipeline, inputs, "QuotaInputs")
-    keyed_pool = pool | "Keys" >> beam.Map(lambda element, *args: selection_keys(element[1], options, *args), *key_args)
-    if options.method == "all":
-        selections = [pool | "SelectAll" >> beam.MapTuple(lambda unit, p: (unit, p.ordinals))]
-        stats["selection"] = keyed_pool | "AllCounts" >> beam.Map(select.group_counts) | "CountAll" >> beam.CombineGlobally(
-            tally.CountsCombineFn()) | "AllStats" >> beam.Map(lambda counts: {"pool": counts, "quota": counts})
-    elif options.rounds > 1:
-        shares = pipeline | "TargetShares" >> beam.Create([list(layout.dsir[2])])
-        chosen = keyed_pool | "SelectPerTarget" >> select.SelectInRounds(options.quota, options.rounds, shares)
-        selections, stats["selection"] = chosen["selected"], chosen["stats"]
+    if options.diverse:
+        selections, stats["selection"] = _diverse_selection(pipeline, pool, options, layout)
     else:
-        chosen = keyed_pool | "SelectTop" >> select.SelectTop(quota_fn, quota_input)
-        selections, stats["selection"] = [chosen["selected"]], chosen["stats"]
+        quota_fn, quota_input = options.quota, None
+        if options.method == "kmeans":  # a quota strategy: quotas per cluster, then the keys within each
+            inputs = {}
+            if options.strategy == "complexity":
+                sums = (
+                    pool
+                    | "PoolVectors" >> beam.ParDo(_EmbeddingsFn(layout.table))
+                    | "ClusterPartials" >> beam.FlatMap(_cluster_partials)
+                    | "SumClusters" >> beam.CombinePerKey(kmeans.ClusterStatsCombineFn())
+                    | "ClusterSums" >> beam.combiners.ToDict()
+                )
+                inputs["complexity"] = sums | "Complexity" >> beam.Map(_complexity, layout.centroids, complexity_neighbors)
+            quota_fn = quotas.StrategyQuota(options.quota, options.strategy)
+            quota_input = _named_singletons(pipeline, inputs, "QuotaInputs")
+        keyed_pool = pool | "Keys" >> beam.Map(lambda element: selection_keys(element[1], options))
+        if options.method == "all":
+            selections = [pool | "SelectAll" >> beam.MapTuple(lambda unit, p: (unit, p.ordinals))]
+            stats["selection"] = keyed_pool | "AllCounts" >> beam.Map(select.group_counts) | "CountAll" >> beam.CombineGlobally(
+                tally.CountsCombineFn()) | "AllStats" >> beam.Map(lambda counts: {"pool": counts, "quota": counts})
+        elif options.rounds > 1:
+            shares = pipeline | "TargetShares" >> beam.Create([list(layout.dsir.shares)])
+            chosen = keyed_pool | "SelectPerTarget" >> select.SelectInRounds(options.quota, options.rounds, shares)
+            selections, stats["selection"] = chosen["selected"], chosen["stats"]
+        else:
+            chosen = keyed_pool | "SelectTop" >> select.SelectTop(quota_fn, quota_input)
+            selections, stats["selection"] = [chosen["selected"]], chosen["stats"]
     baseline = (
         pool
         | "BaselineKeys" >> beam.MapTuple(lambda unit, p: baseline_keys(p, options.seed))
@@ -815,15 +949,23 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
         | "DuplicateIds" >> beam.FlatMap(_duplicate_ids)
         | "SmallestDuplicate" >> beam.combiners.Top.Smallest(1, key=lambda item: str(item[0]))
     )
+    groups = {}
+    if "dedup_exact" in stats:
+        groups["exact"] = stats["dedup_exact"]
+    if "dedup_minhash" in stats:
+        groups["near"] = stats["dedup_minhash"] | "LargestClusters" >> beam.Map(lambda near: {"largest": near["largest_clusters"]})
+    cluster_members = pipeline | "ClusterSeed" >> beam.Create([None]) | "ClusterMembers" >> beam.Map(
+        _cluster_members, **{kind: beam.pvalue.AsSingleton(value) for kind, value in groups.items()})
     finished = _join(keyed, streams, "JoinDecisions") | "FinishUnits" >> beam.ParDo(
-        _FinishUnitFn(layout, options, score_columns, plotted, vectors_wanted), beam.pvalue.AsSingleton(duplicate)).with_outputs("counts", "values", "vectors", "samples", "index_rows", main="chosen")
+        _FinishUnitFn(layout, options, score_columns, plotted, vectors_wanted), beam.pvalue.AsSingleton(duplicate),
+        beam.pvalue.AsSingleton(cluster_members)).with_outputs("counts", "values", "vectors", "samples", "index_rows", main="chosen")
     samples = (
         finished.samples
         | "SampleCandidates" >> beam.combiners.Top.PerKey(SAMPLES_PER_OUTCOME, key=lambda entry: -entry[0])
         | "SamplesDict" >> beam.combiners.ToDict()
     )
     written = finished.chosen | "WriteSelected" >> beam.ParDo(
-        _WriteSelectedFn(layout, layout.output_schema, layout.dsir[0] if layout.dsir and options.runs_dsir else None), beam.pvalue.AsSingleton(samples))
+        _WriteSelectedFn(layout, layout.output_schema, layout.dsir.config if layout.dsir and options.runs_dsir else None), beam.pvalue.AsSingleton(samples))
     stats["counts"] = metrics.outcome_counts(finished.counts)
     if options.index_shards is not None:
         stats["index_rows"] = finished.index_rows | "IndexRows" >> beam.combiners.ToDict()
@@ -835,5 +977,5 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
     if vectors_wanted:
         stats["vendi"] = metrics.vendi_scores(finished.vectors)
     if layout.dsir is not None and options.runs_dsir:
-        stats["dsir_kl"] = metrics.kl_reduction(written, layout.dsir[1])
+        stats["dsir_kl"] = metrics.kl_reduction(written, layout.dsir.target_counts, layout.dsir.raw_counts)
     return stats

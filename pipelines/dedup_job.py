@@ -16,6 +16,7 @@ of an index's documents (``dedup_index.py``).
 """
 
 import argparse
+import dataclasses
 
 from winnow.pipelines import decide, jobs, options, score, select_job
 from winnow.transforms import dedup, select
@@ -54,7 +55,9 @@ def job_from_args(args: argparse.Namespace) -> select_job.SelectJob:
     deciding = decide.DecideOptions(method="all", quota=select.TotalQuota(fraction=1.0), dedup=args.dedup, minhash=minhash_config, seed=0,
                                     runs_dsir=False, write_scores=args.write_scores, against=tuple(args.against or ()))
     mode = "overwrite" if args.overwrite else "resume" if args.resume else "new"
-    return select_job.SelectJob("dedup", tuple(args.input or ()), (), args.output.rstrip("/"), mode, args.features, scoring, deciding, args.index)
+    deciding = dataclasses.replace(deciding, against=tuple(map(select_job.local_path, deciding.against)))
+    return select_job.SelectJob("dedup", tuple(args.input or ()), (), select_job.local_path(args.output), mode, select_job.local_path(args.features),
+                                scoring, deciding, select_job.local_path(args.index))
 
 
 def main(argv: list[str]) -> int:

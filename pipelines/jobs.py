@@ -247,7 +247,7 @@ def _layout(job, table: FeaturesTable, manifest: dict, progress_folder: str | No
     fit = table.fit_state() if table.fit_complete() else None
     dsir_layout = None
     if fit is not None and fit.dsir is not None:
-        dsir_layout = (job.scoring.dsir, fit.dsir.target_counts, fit.dsir.shares)
+        dsir_layout = decide.DsirLayout(job.scoring.dsir, fit.dsir.target_counts, fit.dsir.raw.counts, fit.dsir.shares)
     valid = sum(s["valid"] for s in summaries)
     import pyarrow as pa
 
@@ -286,6 +286,7 @@ def run(job, argv: list[str], beam_flags: list[str], args) -> dict:
         KeyboardInterrupt: with ``interrupted_message`` set for the command to print.
     """
     started = time.perf_counter()
+    runner.check_beam_flags(beam_flags)
     reselect = job.features_dir is not None
     table = FeaturesTable(job.features_dir or FileSystems.join(job.output, "features"))
     fresh = None if reselect else plan(job, beam_flags, table)

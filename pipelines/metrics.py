@@ -95,11 +95,15 @@ def vendi_scores(vectors: beam.PCollection) -> beam.PCollection:
     )
 
 
-def kl_reduction(write_stats: beam.PCollection, target_counts: np.ndarray) -> beam.PCollection:
-    """Per-unit write stats (their n-gram counts) -> ``{"kl_reduction_selected", "kl_reduction_random"}``."""
+def kl_reduction(write_stats: beam.PCollection, target_counts: np.ndarray, raw_counts: np.ndarray) -> beam.PCollection:
+    """Per-unit write stats (their n-gram counts) -> ``{"kl_reduction_selected", "kl_reduction_random"}``.
+
+    Both against the raw distribution the weights were fitted on: the selection's reduction, and
+    that of a random subset of the selection's size (about 0; the paper's baseline).
+    """
 
     def reductions(counts: dict) -> dict:
-        return {f"kl_reduction_{name}": dsir.kl_reduction(target_counts, counts["random"], counts[name]) for name in ("selected", "random")}
+        return {f"kl_reduction_{name}": dsir.kl_reduction(target_counts, raw_counts, counts[name]) for name in ("selected", "random")}
 
     return (
         write_stats

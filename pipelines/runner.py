@@ -42,13 +42,19 @@ def make_pipeline(beam_flags: list[str]) -> beam.Pipeline:
             (``--experiments data_buffer_time_limit_ms=N``, or that key in an
             ``--environment_config`` JSON); they lose data.
     """
+    options = check_beam_flags(beam_flags)
+    disable_timed_data_flushes()
+    runner = FnApiRunner() if options.view_as(StandardOptions).runner in LOCAL_RUNNERS else None
+    return beam.Pipeline(runner=runner, options=options)
+
+
+def check_beam_flags(beam_flags: list[str]) -> PipelineOptions:
+    """The pipeline options of the flags; UsageError when they turn Beam's timed data flushes on."""
     options = PipelineOptions(beam_flags)
     flag = timed_flush_flag(options)
     if flag:
         raise UsageError(f"{flag} {TIMED_FLUSH_EXPERIMENT}: Beam 2.77's timed data flushes lose records; leave it unset")
-    disable_timed_data_flushes()
-    runner = FnApiRunner() if options.view_as(StandardOptions).runner in LOCAL_RUNNERS else None
-    return beam.Pipeline(runner=runner, options=options)
+    return options
 
 
 def timed_flush_flag(options: PipelineOptions) -> str | None:

@@ -34,6 +34,7 @@ from winnow.pipelines import decide, features, options, progress, report, runner
 from winnow.pipelines.features import FeaturesError, FeaturesTable
 from winnow.transforms import dedup, dsir, embed, io, kmeans, minhash, quotas, schema, select, semdedup, zipfit
 from winnow.transforms.combined import CombinedConfig
+from winnow.transforms.diversity import DiversityConfig
 
 LOG = logging.getLogger("winnow")
 METHODS = ("random", "dsir", "zipfit", "kmeans", "combined")
@@ -112,7 +113,8 @@ def select_parser() -> argparse.ArgumentParser:
     zipfit_group.add_argument("--zipfit-target-sample", type=options.positive_int, default=256, metavar="N", help="use at most N target documents, a seeded sample (default: %(default)s)")
     cluster_group = parser.add_argument_group("kmeans and combined (embeddings, clusters, per-cluster quotas)")
     cluster_group.add_argument("--kmeans-k", type=options.positive_int, metavar="K", help="clusters (default: sqrt(n/2), capped)")
-    cluster_group.add_argument("--kmeans-strategy", choices=quotas.STRATEGIES, default="balanced", help="per-cluster quotas (default: %(default)s)")
+    cluster_group.add_argument("--kmeans-strategy", choices=quotas.STRATEGIES, default=quotas.DIVERSITY,
+                               help="kmeans: diversity (greedy log-determinant per cluster, merged by gain) or per-cluster quotas (default: %(default)s)")
     cluster_group.add_argument("--kmeans-sample", type=options.positive_int, default=50_000, metavar="N", help="records k-means is fitted on, a seeded sample (default: %(default)s)")
     cluster_group.add_argument("--semdedup-eps", type=float, metavar="EPS", help="drop records with cosine > 1 - EPS to a kept record of their cluster as semantic_duplicate (default: off)")
     cluster_group.add_argument("--embedding-field", metavar="FIELD", help="use precomputed embeddings from this input field instead of hashed tf-idf")
@@ -120,9 +122,9 @@ def select_parser() -> argparse.ArgumentParser:
     combined_defaults = CombinedConfig()
     cluster_group.add_argument("--combined-dsir-weight", type=float, default=combined_defaults.dsir_weight, help="weight of the standardized DSIR log weight in combined (default: %(default)s)")
     cluster_group.add_argument("--combined-zipfit-weight", type=float, default=combined_defaults.zipfit_weight, help="weight of the standardized ZIP-FIT alignment in combined (default: %(default)s)")
-    cluster_group.add_argument("--combined-diversity", type=float, default=combined_defaults.diversity, metavar="D",
-                               help="combined: share of each cluster's quota set by --kmeans-strategy; the rest follows the cluster's quality mass (default: %(default)s)")
-    cluster_group.add_argument("--combined-temperature", type=float, default=combined_defaults.temperature, help="T of the Gumbel noise in combined; smaller is greedier (default: %(default)s)")
+    cluster_group.add_argument("--combined-diversity", type=float, default=DiversityConfig().diversity, metavar="D",
+                               help="combined with a target: 0 selects by quality only (as dsir), 1 by diversity only; in between the "
+                               "diversity step drops the most redundant share D (1 - N/n) of the quality candidates (default: %(default)s)")
     return parser
 
 
@@ -182,7 +184,7 @@ class SelectJob:
                 f"--dsir-target-proportions has {len(args.dsir_target_proportions)} shares for {len(args.target or ())} --target; give one per --target")
         uses_target = args.method in TARGET_METHODS or (args.method == "combined" and bool(args.target))
         runs_dsir = args.method == "dsir" or (args.method == "combined" and uses_target)
-        runs_zipfit = args.method == "zipfit" or (args.method == "combined" and uses_target)
+        runs_zipfit = args.method == "zipfit" or (args.method == "combined" and uses_target and args.combined_zipfit_weight != 0)
         clusters = args.method in ("kmeans", "combined")
         minhash_config = options.minhash_config(args, "dedup-")
         dsir_config = options.build_config(dsir.DsirConfig, {"buckets": "--dsir-buckets", "ngrams": "--dsir-ngrams", "min_tokens": "--dsir-min-tokens",
@@ -207,20 +209,26 @@ class SelectJob:
             method=args.method, quota=quota, dedup=args.dedup, minhash=minhash_config, seed=args.seed, runs_dsir=runs_dsir,
             dsir_top_k=args.dsir_top_k, rounds=len(args.target) if args.dsir_separate_targets else 1, strategy=args.kmeans_strategy,
             min_tokens=args.dsir_min_tokens,
-            combined=options.build_config(CombinedConfig, {"dsir_weight": "--combined-dsir-weight", "zipfit_weight": "--combined-zipfit-weight",
-                                                           "diversity": "--combined-diversity", "temperature": "--combined-temperature"},
-                                          dsir_weight=args.combined_dsir_weight, zipfit_weight=args.combined_zipfit_weight,
-                                          diversity=args.combined_diversity, temperature=args.combined_temperature),
+            combined=options.build_config(CombinedConfig, {"dsir_weight": "--combined-dsir-weight", "zipfit_weight": "--combined-zipfit-weight"},
+                                          dsir_weight=args.combined_dsir_weight, zipfit_weight=args.combined_zipfit_weight),
+            diversity=options.build_config(DiversityConfig, {"diversity": "--combined-diversity"}, diversity=args.combined_diversity),
             semdedup=None if args.semdedup_eps is None else options.build_config(semdedup.SemDedupConfig, {"eps": "--semdedup-eps"}, eps=args.semdedup_eps),
             write_scores=args.write_scores, against=tuple(args.against or ()),
         )
+        if args.method == "combined" and args.kmeans_strategy != quotas.DIVERSITY:
+            raise options.UsageError(f"--kmeans-strategy {args.kmeans_strategy} sets quotas for --method kmeans; combined selects with the diversity step")
         if deciding.semdedup is not None and not clusters:
             raise options.UsageError(f"--semdedup-eps compares records within k-means clusters: it needs --method kmeans or combined, not {args.method}")
         if (args.against or args.dedup_index) and args.dedup == "none":
             raise options.UsageError("--against and --dedup-index need --dedup exact, minhash or exact,minhash")
         mode = "overwrite" if args.overwrite else "resume" if args.resume else "new"
-        return cls("select", tuple(args.input or ()), tuple(args.target or ()), args.output.rstrip("/"), mode, args.features, scoring, deciding,
-                   args.dedup_index)
+        return cls("select", tuple(args.input or ()), tuple(args.target or ()), local_path(args.output), mode, local_path(args.features), scoring,
+                   dataclasses.replace(deciding, against=tuple(map(local_path, deciding.against))), local_path(args.dedup_index))
+
+
+def local_path(path: str | None) -> str | None:
+    """A directory flag's value as every worker must see it: absolute when local (workers have other working directories)."""
+    return None if path is None else io.resolve_pattern(path.rstrip("/") or "/")
 
 
 def main(argv: list[str]) -> int:

@@ -1,5 +1,5 @@
-"""Tests for transforms/combined.py: the config, mergeable moments (Chan's update), the quality score,
-the clusters' log quality mass, the mixed quotas and the two CombineFns."""
+"""Tests for transforms/combined.py: the config, mergeable moments (Chan's update), the quality score and key,
+and the moments CombineFn."""
 
 import itertools
 import math
@@ -16,18 +16,13 @@ from winnow.transforms import combined
 from winnow.transforms.combined import (
     EMPTY_MOMENTS,
     CombinedConfig,
-    LogMassCombineFn,
-    MixedQuota,
     Moments,
     MomentsCombineFn,
-    cluster_log_mass,
     merge_moments,
-    mixed_quotas,
     moments_of,
+    quality_keys,
     quality_score,
 )
-from winnow.transforms.quotas import StrategyQuota
-from winnow.transforms.select import TotalQuota
 
 DSIR, ZIPFIT = "winnow_dsir_log_weight", "winnow_zipfit_alignment"
 
@@ -44,10 +39,9 @@ def _assert_moments_close(got: Moments, values):
 
 def test_config_defaults_and_validation():
     config = CombinedConfig()
-    assert (config.dsir_weight, config.zipfit_weight, config.diversity, config.temperature) == (1.0, 1.0, 0.6, 3.0)
-    CombinedConfig(dsir_weight=-1.0, diversity=0.0, temperature=1e-6)  # negative weights, no diversity are allowed
-    for kwargs, quoted in [({"diversity": 1.5}, "diversity=1.5"), ({"temperature": 0.0}, "temperature=0.0"),
-                           ({"dsir_weight": "1"}, "dsir_weight='1'"), ({"zipfit_weight": float("nan")}, "zipfit_weight=nan")]:
+    assert (config.dsir_weight, config.zipfit_weight) == (1.0, 0.0)
+    CombinedConfig(dsir_weight=-1.0, zipfit_weight=2.0)  # negative weights are allowed
+    for kwargs, quoted in [({"dsir_weight": "1"}, "dsir_weight='1'"), ({"zipfit_weight": float("nan")}, "zipfit_weight=nan")]:
         with pytest.raises(ValueError, match=quoted):
             CombinedConfig(**kwargs)
 
@@ -108,65 +102,15 @@ def test_quality_score_hand_worked():
     np.testing.assert_allclose(only, [0.0, 2.0], rtol=1e-12)
 
 
-def test_cluster_log_mass_is_a_per_cluster_log_sum_exp():
-    clusters = np.array([0, 1, 0, 2, 0])
-    scores = np.array([0.0, 3.0, 3.0, -6.0, 6.0])
-    got = cluster_log_mass(clusters, scores, temperature=3.0)
-    assert sorted(got) == [0, 1, 2]
-    assert got[0] == pytest.approx(math.log(math.exp(0) + math.exp(1) + math.exp(2)), rel=1e-14)
-    assert got[1] == pytest.approx(1.0, rel=1e-14) and got[2] == pytest.approx(-2.0, rel=1e-14)
-    huge = cluster_log_mass(np.array([0, 0]), np.array([3000.0, 3000.0]), temperature=1.0)  # exp(3000) overflows
-    assert huge[0] == pytest.approx(3000.0 + math.log(2), rel=1e-14)
-    assert cluster_log_mass(np.zeros(0, np.int64), np.zeros(0), 1.0) == {}
-
-
-# --- mixed quotas ------------------------------------------------------------------------
-
-
-def test_mixed_quotas_hand_worked():
-    strategy = {0: 5, 1: 5}
-    sizes = {0: 10, 1: 10}
-    log_mass = {0: 0.0, 1: math.log(3)}  # masses 1 and 3: shares 1/4 and 3/4
-    # D = 0: N * share = (2.5, 7.5); floors (2, 7), the equal remainders go to the lower id
-    assert mixed_quotas(strategy, sizes, log_mass, 10, 0.0) == {0: 3, 1: 7}
-    # D = 0.5: 0.5 * (5, 5) + 0.5 * (2.5, 7.5) = (3.75, 6.25)
-    assert mixed_quotas(strategy, sizes, log_mass, 10, 0.5) == {0: 4, 1: 6}
-    assert mixed_quotas(strategy, sizes, log_mass, 10, 1.0) == strategy  # D = 1: the strategy's alone
-    assert mixed_quotas(strategy, sizes, {}, 10, 0.0) == strategy  # no target: no mass
-    # capped by the cluster sizes, the rest water-filled to the others
-    assert mixed_quotas({0: 2, 1: 8}, {0: 2, 1: 20}, {0: 5.0, 1: 0.0}, 10, 0.0) == {0: 2, 1: 8}
-    # a cluster without mass (absent: -inf) keeps only its strategy part: targets 0.5 * (4, 4, 2) +
-    # 0.5 * 10 * (1/2, 1/2, 0) = (4.5, 4.5, 1); the one unit left goes to the lower id
-    assert mixed_quotas({0: 4, 1: 4, 2: 2}, {0: 9, 1: 9, 2: 9}, {0: 0.0, 1: 0.0}, 10, 0.5) == {0: 5, 1: 4, 2: 1}
-
-
-@settings(max_examples=80, deadline=None, derandomize=True, database=None)
-@given(
-    st.lists(st.integers(0, 30), min_size=1, max_size=6),
-    st.integers(0, 100),
-    st.floats(0.0, 1.0),
-    st.lists(st.floats(-50.0, 50.0), min_size=6, max_size=6),
-)
-def test_mixed_quotas_sum_to_the_strategy_total_within_sizes(size_list, n, diversity, logs):
-    sizes = dict(enumerate(size_list))
-    strategy = StrategyQuota(TotalQuota(n=n), "proportional")(sizes, {})
-    log_mass = {c: logs[c] for c in sizes if sizes[c]}
-    got = mixed_quotas(strategy, sizes, log_mass, sum(strategy.values()), diversity)
-    assert sorted(got) == sorted(sizes)
-    assert sum(got.values()) == min(n, sum(size_list))
-    assert all(0 <= got[c] <= sizes[c] for c in sizes)
-
-
-def test_mixed_quota_calls_the_strategy_then_mixes_in_the_mass():
-    quota = MixedQuota(StrategyQuota(TotalQuota(n=10)), diversity=0.0)
-    counts = {0: 10, 1: 10}
-    assert quota(counts, {"log_mass": {0: 0.0, 1: math.log(4)}}) == {0: 2, 1: 8}
-    assert quota(counts, {}) == {0: 5, 1: 5}  # without a target: the balanced quotas
-    assert quota(counts, {"log_mass": None}) == {0: 5, 1: 5}
-    assert MixedQuota(StrategyQuota(TotalQuota(n=10)), 0.5)(counts, {"log_mass": {0: 0.0, 1: math.log(4)}}) == {0: 4, 1: 6}
-
-
-# --- CombineFns --------------------------------------------------------------------------
+def test_quality_key_with_dsir_alone_is_dsirs_key_up_to_a_constant():
+    """With weights (1, 0), ``std · z(log w) + g = log w - mean + g``: the same order as DSIR's ``log w + g``."""
+    log_w = np.array([-30.0, 5.0, 12.0, -2.0])
+    gumbel = np.array([0.3, -1.2, 0.0, 2.5])
+    moments = {DSIR: moments_of(log_w), ZIPFIT: moments_of(np.array([0.1, 0.2]))}
+    keys = quality_keys({DSIR: log_w}, moments, {DSIR: 1.0, ZIPFIT: 0.0}, gumbel, DSIR)
+    np.testing.assert_allclose(keys, log_w - log_w.mean() + gumbel, rtol=1e-12, atol=1e-12)
+    mixed = quality_keys({DSIR: log_w, ZIPFIT: np.array([0.3, 0.1, 0.1, 0.1])}, moments, {DSIR: 1.0, ZIPFIT: 1.0}, gumbel, DSIR)
+    assert mixed[0] > keys[0]  # a high alignment lifts the first document, in units of the DSIR spread
 
 
 def test_moments_combine_fn_four_methods_empty_and_any_merge_order():
@@ -188,49 +132,15 @@ def test_moments_combine_fn_four_methods_empty_and_any_merge_order():
         _assert_moments_close(out[ZIPFIT], zipfit_values)
 
 
-def test_log_mass_combine_fn_four_methods_empty_and_any_merge_order():
-    fn = LogMassCombineFn()
-    assert fn.extract_output(fn.create_accumulator()) == {}
-    clusters = np.array([0, 1, 0, 1, 2, 0])
-    scores = np.array([1.0, -2.0, 0.5, 4.0, 0.0, 900.0])
-    expected = cluster_log_mass(clusters, scores, 1.0)
-    batches = [cluster_log_mass(clusters[a:b], scores[a:b], 1.0) for a, b in ((0, 2), (2, 5), (5, 6))]
-    parts = [fn.add_input(fn.create_accumulator(), batches[0]),
-             fn.add_input(fn.add_input(fn.create_accumulator(), batches[1]), batches[2]),
-             fn.create_accumulator()]
-    for order in itertools.permutations(parts):
-        out = fn.extract_output(fn.merge_accumulators(list(order)))
-        assert sorted(out) == [0, 1, 2]
-        for cluster, value in expected.items():
-            assert out[cluster] == pytest.approx(value, rel=1e-14)
-
-
-def test_quality_statistics_in_a_pipeline():
-    """Moments over batches, then each batch's cluster log mass against them: the combined method's two passes."""
+def test_moments_in_a_pipeline():
     rng = np.random.default_rng(2)
-    batches = [(rng.integers(0, 3, 20), rng.normal(0, 1, 20), rng.normal(0.1, 0.05, 20)) for _ in range(4)]
-    clusters = np.concatenate([b[0] for b in batches])
-    columns = {DSIR: np.concatenate([b[1] for b in batches]), ZIPFIT: np.concatenate([b[2] for b in batches])}
-    moments = {name: moments_of(values) for name, values in columns.items()}
-    expected = cluster_log_mass(clusters, quality_score(columns, moments, {DSIR: 1.0, ZIPFIT: 1.0}), 3.0)
+    batches = [rng.normal(5, 2, 20) for _ in range(4)]
 
     def check(outputs):
         (got,) = outputs
-        assert sorted(got) == sorted(expected)
-        for cluster, value in expected.items():
-            assert got[cluster] == pytest.approx(value, rel=1e-12)
-
-    def log_mass(batch, fitted):
-        score = quality_score({DSIR: batch[1], ZIPFIT: batch[2]}, fitted, {DSIR: 1.0, ZIPFIT: 1.0})
-        return cluster_log_mass(batch[0], score, 3.0)
+        _assert_moments_close(got[DSIR], np.concatenate(batches))
 
     with local_pipeline() as p:
-        pool = p | beam.Create(batches)
-        fitted = pool | "Columns" >> beam.Map(lambda b: {DSIR: b[1], ZIPFIT: b[2]}) | "Moments" >> beam.CombineGlobally(MomentsCombineFn())
-        mass = (
-            pool
-            | "LogMass" >> beam.Map(log_mass, beam.pvalue.AsSingleton(fitted))
-            | "SumLogMass" >> beam.CombineGlobally(LogMassCombineFn())
-        )
-        assert_that(mass, check)
+        moments = p | beam.Create(batches) | beam.Map(lambda values: {DSIR: values}) | beam.CombineGlobally(MomentsCombineFn())
+        assert_that(moments, check)
     assert combined.NAMESPACE == "winnow.combined"

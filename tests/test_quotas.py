@@ -11,15 +11,17 @@ from scipy.optimize import minimize
 
 from winnow.transforms import quotas
 from winnow.transforms.kmeans import assign_clusters, fit_centroids
-from winnow.transforms.quotas import STRATEGIES, StrategyQuota, check_strategy, cluster_quotas, water_fill, within_cluster_key
+from winnow.transforms.quotas import DIVERSITY, QUOTA_STRATEGIES, STRATEGIES, StrategyQuota, check_strategy, cluster_quotas, water_fill, within_cluster_key
 from winnow.transforms.select import TotalQuota
 
 
 def test_strategies_and_check_strategy():
-    assert STRATEGIES == ("balanced", "proportional", "prototypes", "complexity")
+    assert QUOTA_STRATEGIES == ("balanced", "proportional", "prototypes", "complexity")
+    assert STRATEGIES == (DIVERSITY, *QUOTA_STRATEGIES)
     assert check_strategy("prototypes") == "prototypes"
-    with pytest.raises(ValueError, match="strategy='greedy'"):
-        check_strategy("greedy")
+    for not_a_quota_rule in ("greedy", DIVERSITY):
+        with pytest.raises(ValueError, match=f"strategy='{not_a_quota_rule}'"):
+            check_strategy(not_a_quota_rule)
 
 
 # --- cluster_quotas ----------------------------------------------------------------------
@@ -72,7 +74,7 @@ def test_quota_errors():
 @given(
     st.dictionaries(st.integers(0, 40), st.integers(0, 60), max_size=12),
     st.integers(0, 400),
-    st.sampled_from(STRATEGIES),
+    st.sampled_from(QUOTA_STRATEGIES),
     st.floats(0.05, 5.0),
     st.integers(0, 2**16),
 )

@@ -9,9 +9,12 @@ same ids, with the same counts, on:
   (SDK workers in subprocesses: every function is pickled and shipped, as on a cluster),
 - the ``PortableRunner``: the pipeline is serialized to a Beam Runner API proto and submitted over
   gRPC to a job service on localhost (``python -m winnow.pipelines.job_service``: Beam's local job
-  service with timed data flushes off, started here as a subprocess and stopped afterwards);
-  ``--environment_type LOOPBACK`` runs the SDK harness in the submitting process. This is the
-  submission path Flink and Spark job servers use; only the engine behind the job service differs.
+  service with timed data flushes off, started here as a subprocess and stopped afterwards), with
+  ``--environment_type LOOPBACK`` (the SDK harness in the submitting process) and with
+  ``--environment_type EXTERNAL``: a Beam worker pool started as a separate process from a venv
+  where only winnow's sdist is installed (``sdist_venv``), which is what Flink and Spark task
+  managers run. This is the submission path Flink and Spark job servers use; only the engine
+  behind the job service differs.
 
 Not tested here, because they cannot run offline: the Flink and Spark job servers are Java jars
 Beam downloads on first use, and the Prism runner is a Go binary Beam downloads on first use.
@@ -20,6 +23,7 @@ consumed by two steps), which winnow's jobs have everywhere.
 """
 
 import json
+import os
 import pathlib
 import socket
 import subprocess
@@ -33,6 +37,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker import data_plane
 
+from examples import make_demo_corpus
+from tests.conftest import clean_env
 from winnow.pipelines import cli, runner
 from winnow.pipelines import job_service as job_service_main
 from winnow.pipelines.options import UsageError
@@ -90,17 +96,60 @@ def job_service(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runs(demo_corpus, job_service, tmp_path_factory):
+def worker_pool(sdist_venv, tmp_path_factory):
+    """A Beam worker pool in a subprocess of the sdist venv, away from the repository: ``(port, log path)``."""
+    directory = tmp_path_factory.mktemp("worker_pool")
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    log = directory / "log"
+    with log.open("w") as log_stream:
+        # the pool starts its SDK workers as "python": the venv's, as an activated venv would
+        env = {**clean_env(), "PATH": f"{sdist_venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+        process = subprocess.Popen([str(sdist_venv / "bin" / "python"), "-m", "apache_beam.runners.worker.worker_pool_main",
+                                    f"--service_port={port}"], cwd=directory, env=env, stdout=log_stream, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
+        while True:
+            assert process.poll() is None, f"worker pool exited: {log.read_text()}"
+            try:
+                socket.create_connection(("localhost", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"worker pool did not start in {SERVICE_START_TIMEOUT_S}s"
+                time.sleep(0.1)
+        yield port, log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    """A demo corpus of about 250 documents: these runs measure agreement, not speed."""
+    directory = tmp_path_factory.mktemp("small_demo")
+    make_demo_corpus.write_corpus(directory, code_docs=60)
+    return directory, None
+
+
+@pytest.fixture(scope="module")
+def runs(small_corpus, job_service, worker_pool, tmp_path_factory):
     """Every runner's run: ``{name: (output directory, finished process or None in-process)}``.
 
     The three runs in subprocesses go concurrently, while the in-memory run goes in this process:
     most of a small job's time is runner start-up and coordination, not computation, so
     overlapping the runs shortens the test.
     """
-    demo_dir, _ = demo_corpus
+    demo_dir, _ = small_corpus
     port, _ = job_service
+    portable = ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{port}"]
     extra = {**PARALLEL_FLAGS,
-             "portable": ["--runner", "PortableRunner", "--job_endpoint", f"localhost:{port}", "--environment_type", "LOOPBACK"]}
+             "portable": [*portable, "--environment_type", "LOOPBACK"],
+             "external": [*portable, "--environment_type", "EXTERNAL", "--environment_config", f"localhost:{worker_pool[0]}"]}
     outputs = {name: tmp_path_factory.mktemp(name) / "out" for name in ["in_memory", *extra]}
     started = {
         name: subprocess.Popen([sys.executable, "-m", "winnow.pipelines.cli", *_select_argv(demo_dir, outputs[name]), *flags],
@@ -142,11 +191,14 @@ def test_local_parallel_modes_select_the_same_ids(runs, mode):
     assert report["options"]["beam_flags"] == PARALLEL_FLAGS[mode]
 
 
-def test_portable_runner_on_a_local_job_service_selects_the_same_ids(runs, job_service):
+@pytest.mark.parametrize("name", ["portable", "external"])
+def test_portable_runner_on_a_local_job_service_selects_the_same_ids(runs, job_service, worker_pool, name):
     _, log = job_service
-    assert _result(runs, "portable") == _result(runs, "in_memory")
-    # The job really went through the job service, not a local fallback.
+    assert _result(runs, name) == _result(runs, "in_memory")
+    # The jobs really went through the job service, not a local fallback; EXTERNAL ones through the pool's workers.
     assert "with state DONE" in log.read_text()
+    if name == "external":
+        assert "Starting worker with command" in (worker_pool[1]).read_text()
 
 
 def test_beams_timed_flush_drops_bytes_written_while_it_flushes():

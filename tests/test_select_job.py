@@ -245,34 +245,32 @@ def test_missing_or_empty_target_is_a_clear_error(demo_corpus, tmp_path, capsys,
     assert "no field 'text'" in (err := capsys.readouterr().err) and "apply to the target too" in err
 
 
-def test_combined_fills_every_cluster_quota_and_leans_to_the_target(demo_corpus, tmp_path):
+def test_combined_spans_dsir_to_kmeans_by_its_diversity_weight(demo_corpus, tmp_path):
+    """--combined-diversity 0 selects DSIR's records, 1 k-means' (same pool), 0.3 trades target fit for spread."""
     demo_dir, _ = demo_corpus
-    common = ["--input", str(demo_dir / "raw" / "*"), "--num-select", "80", "--write-scores", "--seed", "5"]
-    combined, random_out = tmp_path / "combined", tmp_path / "random"
-    assert _run(*common, "--target", str(demo_dir / "target" / "*.jsonl"), "--output", str(combined),
-                "--method", "combined", "--semdedup-eps", "0.02", "--kmeans-k", "8") == 0
-    assert _run(*common, "--output", str(random_out), "--method", "random") == 0
+    combined = tmp_path / "combined"
+    assert _run("--input", str(demo_dir / "raw" / "*"), "--target", str(demo_dir / "target" / "*.jsonl"), "--output", str(combined),
+                "--num-select", "80", "--seed", "5", "--write-scores", "--method", "combined") == 0
+    table = str(combined / "features")
+
+    def reselect(name, *flags):
+        assert _run("--features", table, "--output", str(tmp_path / name), "--num-select", "80", "--seed", "5", *flags) == 0
+        return set(_table(tmp_path / name / "selected").column("id").to_pylist())
+
+    assert reselect("d0", "--method", "combined", "--combined-diversity", "0") == reselect("dsir", "--method", "dsir")
+    everyone = ("--dsir-min-tokens", "0")  # k-means has no too_short rule; combined pools like it then
+    assert reselect("d1", "--method", "combined", "--combined-diversity", "1", *everyone) == reselect("kmeans", "--method", "kmeans", *everyone)
+
+    report, pure_dsir = _report(combined), _report(tmp_path / "d0")
+    assert report["options"]["job"]["deciding"]["diversity"]["diversity"] == 0.3
+    vendi, kl = report["metrics"]["vendi"], report["metrics"]["dsir_kl"]
+    assert vendi["selected"]["vendi_score"] > pure_dsir["metrics"]["vendi"]["selected"]["vendi_score"]
+    assert kl["kl_reduction_selected"] > kl["kl_reduction_random"]
     selected = _table(combined / "selected")
-    report = _report(combined)
-    quotas = {int(c): q for c, q in report["metrics"]["selection"]["quota"].items()}
-    assert sum(quotas.values()) == selected.num_rows == 80
-    per_cluster = {}
-    for cluster in selected.column(schema.CLUSTER).to_pylist():
-        per_cluster[cluster] = per_cluster.get(cluster, 0) + 1
-    assert per_cluster == {c: q for c, q in quotas.items() if q}
-    assert report["counts"]["dropped"]["semantic_duplicate"] >= 40  # the demo's 60 exact copies at least
-    assert None not in selected.column(schema.DSIR_LOG_WEIGHT).to_pylist()
-    vendi = report["metrics"]["vendi"]
-    assert set(vendi) == {"all", "selected", "random"} and vendi["random"]["n_vectors"] == 80
-
-    def mean_alignment(table):
-        return np.mean([v for v in table.column(schema.ZIPFIT_ALIGNMENT).to_pylist() if v is not None])
-
+    assert selected.num_rows == 80 and None not in selected.column(schema.DSIR_LOG_WEIGHT).to_pylist()
     scores = _table(combined / "scores")
-    chosen = scores.filter(scores.column(schema.SELECTED))
-    random_ids = set(_table(random_out / "selected").column("id").to_pylist())
-    random_scored = scores.filter(pa.array([i in random_ids for i in scores.column("id").to_pylist()]))
-    assert mean_alignment(chosen) > mean_alignment(random_scored)
+    assert scores.num_rows == report["counts"]["valid"]  # every valid record
+    assert sum(scores.column(schema.SELECTED).to_pylist()) == 80
 
 
 def _write_jsonl(path, records):

@@ -1,24 +1,22 @@
-"""The default ``combined`` method: quality scores against a target, balanced by cluster diversity.
+"""The default ``combined`` method: on target by importance resampling, diverse by the log-determinant greedy.
 
-Quality (with a target; QuaDMix-style, "Quality-Diversity Balanced Data Selection"): each score
-is standardized over the eligible pool and summed with weights,
+Quality (with a target). Each score is standardized over the eligible pool and summed with
+weights, in the units of DSIR's log importance weight:
 
-    s(x) = w_dsir · z(dsir_log_weight) + w_zipfit · z(zipfit_alignment),   z(v) = (v - mean) / std,
+    key(x) = sigma_dsir · Σ_m w_m (v_m(x) - mean_m) / std_m + Gumbel(seed, id)
 
-the mean and std (population) of each score over the pool coming from mergeable moments
-``(n, mean, M2)`` (Chan, Golub & LeVeque's pairwise update, no cancelling ``Σv² - n·mean²``).
+over m in {dsir_log_weight, zipfit_alignment}; mean and std (population) come from mergeable
+moments ``(n, mean, M2)`` (Chan, Golub & LeVeque's pairwise update, no cancelling
+``Σv² - n·mean²``). With the default weights (DSIR 1, ZIP-FIT 0) the key is DSIR's own,
+``log w + Gumbel`` up to a constant, so its top N is DSIR's importance resample (Gumbel top-k,
+Kool et al. 2019; Xie et al. 2023).
 
-Quotas per k-means cluster c mix the clustering strategy's quota ``q_c`` (``quotas.py``) with the
-cluster's quality mass ``M_c = Σ_{x in c} exp(s(x) / T)``, the share of N that importance
-resampling over the whole pool would draw from c:
-
-    t_c = D · q_c + (1 - D) · N · M_c / Σ_c' M_c',
-
-D = ``diversity``, then the nearest integers summing to N within the cluster sizes
-(``quotas.water_fill``). ``log M_c`` is accumulated in log space (``np.logaddexp``), so no
-exponent overflows whatever s / T is. Within a cluster the key is ``s(x) + T · Gumbel(seed, id)``:
-sampling without replacement with probability proportional to ``exp(s(x) / T)``. Without a target
-the quality terms are absent and the selection is the strategy's alone.
+Diversity (``diversity.py``). The candidates are the top ``M(D)`` documents by the key,
+``1/M = (1 - D)/N + D/n``; the log-determinant greedy, run per k-means cluster and conditioned on
+the rest of the pool, then selects N of them. D = 0 is the quality-only selection (M = N), D = 1
+ignores the scores (every document a candidate). Without a target there is no key and the
+selection is the diversity step's alone. The default D is the largest at which every measured
+pool keeps 0.9 of DSIR's target precision (``benchmarks/RESULTS.md``, "Diversity selection").
 """
 
 import dataclasses
@@ -27,7 +25,6 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 
-from winnow.transforms import quotas
 from winnow.transforms.validation import check_number
 
 NAMESPACE = "winnow.combined"
@@ -35,25 +32,20 @@ NAMESPACE = "winnow.combined"
 
 @dataclasses.dataclass(frozen=True)
 class CombinedConfig:
-    """Settings of ``combined`` (CLI: ``--combined-dsir-weight --combined-zipfit-weight
-    --combined-diversity --combined-temperature``).
+    """Quality weights of ``combined`` (CLI: ``--combined-dsir-weight --combined-zipfit-weight``); D is
+    ``diversity.DiversityConfig.diversity`` (``--combined-diversity``).
 
     Attributes:
-        dsir_weight, zipfit_weight: weights of the standardized scores in s(x).
-        diversity: D in [0, 1], the share of each cluster's quota set by the clustering strategy.
-        temperature: T > 0 of the Gumbel noise; smaller is greedier.
+        dsir_weight, zipfit_weight: weights of the standardized scores in the key; ZIP-FIT is only
+            scored when its weight is not 0.
     """
 
     dsir_weight: float = 1.0
-    zipfit_weight: float = 1.0
-    diversity: float = 0.6
-    temperature: float = 3.0
+    zipfit_weight: float = 0.0
 
     def __post_init__(self):
         check_number("dsir_weight", self.dsir_weight)
         check_number("zipfit_weight", self.zipfit_weight)
-        check_number("diversity", self.diversity, 0.0, 1.0)
-        check_number("temperature", self.temperature, 0.0, open_low=True)
 
 
 class Moments(NamedTuple):
@@ -93,7 +85,7 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
 
 
 def quality_score(columns: dict[str, np.ndarray], moments: dict[str, Moments], weights: dict[str, float]) -> np.ndarray:
-    """(n,) float64 ``s(x) = Σ_m w_m (v_m - mean_m) / std_m`` over the score columns present."""
+    """(n,) float64 ``Σ_m w_m (v_m - mean_m) / std_m`` over the score columns given."""
     total = None
     for name, values in columns.items():
         term = weights[name] * (np.asarray(values, dtype=np.float64) - moments[name].mean) / moments[name].std
@@ -101,43 +93,10 @@ def quality_score(columns: dict[str, np.ndarray], moments: dict[str, Moments], w
     return total
 
 
-def cluster_log_mass(clusters: np.ndarray, scores: np.ndarray, temperature: float) -> dict[int, float]:
-    """``{c: log Σ_{x in c} exp(s(x) / T)}`` of one batch (clusters (n,) int, scores (n,) float)."""
-    out = {}
-    for cluster in np.unique(clusters).tolist():
-        scaled = scores[clusters == cluster] / temperature
-        top = scaled.max()
-        out[cluster] = float(top + np.log(np.exp(scaled - top).sum()))
-    return out
-
-
-def mixed_quotas(strategy_quotas: dict[int, int], sizes: dict[int, int], log_mass: dict[int, float], n: int,
-                 diversity: float) -> dict[int, int]:
-    """Quotas ``t_c = D q_c + (1 - D) N M_c / Σ M`` rounded by ``water_fill`` (module docstring)."""
-    if not log_mass or diversity >= 1.0:
-        return strategy_quotas
-    clusters = sorted(sizes)
-    logs = np.array([log_mass.get(c, -np.inf) for c in clusters])
-    share = np.exp(logs - np.logaddexp.reduce(logs)) if np.isfinite(logs).any() else np.zeros(len(clusters))
-    targets = diversity * np.array([strategy_quotas[c] for c in clusters], np.float64) + (1 - diversity) * n * share
-    mixed = quotas.water_fill(targets, np.array([sizes[c] for c in clusters]), n)
-    return {c: int(q) for c, q in zip(clusters, mixed)}
-
-
-@dataclasses.dataclass(frozen=True)
-class MixedQuota:
-    """The selection's quota function of ``combined``: the strategy's quotas mixed with the clusters' quality mass.
-
-    Called as ``quota(counts, inputs)``; ``inputs["log_mass"]`` holds ``{cluster: log M_c}`` (absent
-    without a target: the strategy's quotas as they are).
-    """
-
-    strategy: quotas.StrategyQuota
-    diversity: float
-
-    def __call__(self, counts: dict[int, int], inputs: dict) -> dict[int, int]:
-        strategy_quotas = self.strategy(counts, inputs)
-        return mixed_quotas(strategy_quotas, counts, inputs.get("log_mass") or {}, sum(strategy_quotas.values()), self.diversity)
+def quality_keys(columns: dict[str, np.ndarray], moments: dict[str, Moments], weights: dict[str, float], gumbel: np.ndarray,
+                 scale_column: str) -> np.ndarray:
+    """(n,) float64 ``std(scale_column) · quality_score + gumbel``: the key whose top N is importance resampling."""
+    return moments[scale_column].std * quality_score(columns, moments, weights) + gumbel
 
 
 # --- Beam wrappers ---------------------------------------------------------------------------
@@ -159,27 +118,6 @@ class MomentsCombineFn(beam.CombineFn):
         for accumulator in accumulators:
             for name, moments in accumulator.items():
                 merged[name] = merge_moments(merged.get(name, EMPTY_MOMENTS), moments)
-        return merged
-
-    def extract_output(self, accumulator):
-        return accumulator
-
-
-class LogMassCombineFn(beam.CombineFn):
-    """``{cluster: log mass}`` per batch (``cluster_log_mass``) -> the same over all batches (log-space sums)."""
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, accumulator, log_mass):
-        for cluster, value in log_mass.items():
-            accumulator[cluster] = float(np.logaddexp(accumulator.get(cluster, -np.inf), value))
-        return accumulator
-
-    def merge_accumulators(self, accumulators):
-        merged = {}
-        for accumulator in accumulators:
-            self.add_input(merged, accumulator)
         return merged
 
     def extract_output(self, accumulator):

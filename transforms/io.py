@@ -16,8 +16,9 @@ own (Parquet types as read; JSON Lines typed by pyarrow's inference from the par
 numbers, strings, nested objects as structs, lists), their ids, texts, ordinals (0-based, over
 every record of the unit, valid or not) and positions (1-based line or row numbers), and the
 invalid records as dead letters (``deadletter.py``). A JSON Lines field whose values conflict
-within a batch (a number in one record, a string in another) becomes a string column: strings kept,
-other values as JSON; the batch names it in ``conflicts``. Reading a unit twice gives the same
+within a batch (a number in one record, a string in another), or that Parquet cannot store (an
+empty object ``{}``), becomes a string column: strings kept, other values as JSON; the batch
+names it in ``conflicts``. Reading a unit twice gives the same
 batches, so later passes find a record again by its ordinal.
 
 Ids: the ``id_field`` value as it is (a string or an integer; one type for all inputs). Without an
@@ -310,10 +311,13 @@ def check_probes(probes: list[FileProbe], config: ReadConfig, root: str) -> IdPo
     """Check the probed files before the run and decide the id policy.
 
     Raises:
-        InputError: the first file has none of its probed records with the text field (naming the
-            fields it has), an input field uses winnow's reserved prefix, or two files' ids
-            differ in type (naming two such files).
+        InputError: a Parquet file without the text column, or a first file none of whose probed
+            records has the text field (naming the fields there are), an input field that uses
+            winnow's reserved prefix, or two files whose ids differ in type (naming both).
     """
+    for probe in probes:  # a Parquet file's schema is all of it: every file is checked
+        if input_format(probe.path) == PARQUET and config.text_field not in probe.fields:
+            raise InputError(f"{probe.path}: Parquet file has no column {config.text_field!r} (columns: {', '.join(probe.fields)}); set --text-field")
     first = probes[0]
     if first.fields and config.text_field not in first.fields:
         raise InputError(f"{first.path}: no field {config.text_field!r} in its first records (fields: {', '.join(first.fields)}); "
@@ -489,8 +493,10 @@ def table_from_rows(rows: list[dict]) -> tuple[pa.Table, frozenset]:
     if not rows:
         return pa.table({}), frozenset()
     try:
-        return pa.Table.from_batches([pa.RecordBatch.from_struct_array(pa.array(rows))]), frozenset()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        table = pa.Table.from_batches([pa.RecordBatch.from_struct_array(pa.array(rows))])
+        if not any(_unwritable(field.type) for field in table.schema):
+            return table, frozenset()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError):
         pass
     names = list(dict.fromkeys(key for row in rows for key in row))
     columns, conflicts = {}, []
@@ -498,11 +504,34 @@ def table_from_rows(rows: list[dict]) -> tuple[pa.Table, frozenset]:
         values = [row.get(name) for row in rows]
         try:
             columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            conflicts.append(name)
-            columns[name] = pa.array([v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values],
-                                     pa.string())
+            if not _unwritable(columns[name].type):
+                continue
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError):
+            pass
+        conflicts.append(name)
+        columns[name] = pa.array([None if v is None else _as_text(v) for v in values], pa.string())
     return pa.table(columns), frozenset(conflicts)
+
+
+def _as_text(value) -> str:
+    """A value of a stringified column: a string as it is, anything else as JSON; escaped when it holds a lone surrogate."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return json.dumps(value)
+
+
+def _unwritable(arrow_type: pa.DataType) -> bool:
+    """A type Parquet cannot store: a struct without fields (from ``{}`` values), at any depth."""
+    if pa.types.is_struct(arrow_type):
+        return arrow_type.num_fields == 0 or any(_unwritable(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type):
+        return _unwritable(arrow_type.value_type)
+    if pa.types.is_map(arrow_type):
+        return _unwritable(arrow_type.key_type) or _unwritable(arrow_type.item_type)
+    return False
 
 
 class _Batcher:

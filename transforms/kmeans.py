@@ -32,7 +32,7 @@ import apache_beam as beam
 import numpy as np
 from sklearn.cluster import KMeans
 
-from winnow.transforms import seeded
+from winnow.transforms import seeded, vectors
 from winnow.transforms.validation import check_int
 
 NAMESPACE = "winnow.kmeans"
@@ -155,11 +155,6 @@ def lloyd_update(centroids: np.ndarray, stats: dict[int, ClusterStats]) -> np.nd
     return updated
 
 
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix, dtype=np.float64), where=norms > 0)
-
-
 def inter_cluster_distances(centroids: np.ndarray, n_neighbors: int) -> np.ndarray:
     """d_inter (k,) float64: mean cosine distance of each centroid to its l = min(n_neighbors, k - 1) nearest.
 
@@ -168,7 +163,7 @@ def inter_cluster_distances(centroids: np.ndarray, n_neighbors: int) -> np.ndarr
     k = len(centroids)
     if k < 2:
         return np.zeros(k)
-    unit = _unit_rows(centroids)
+    unit = vectors.unit_rows(centroids)
     neighbors = min(n_neighbors, k - 1)
     out = np.empty(k)
     block = max(1, SIMILARITY_BLOCK // k)
@@ -181,7 +176,7 @@ def inter_cluster_distances(centroids: np.ndarray, n_neighbors: int) -> np.ndarr
 
 def cluster_complexity(centroids: np.ndarray, stats: dict[int, ClusterStats], n_neighbors: int) -> np.ndarray:
     """DBP complexity ``C_j = d_inter_j * d_intra_j`` (k,) float64 (module docstring); 0 for empty clusters."""
-    unit = _unit_rows(centroids)
+    unit = vectors.unit_rows(centroids)
     d_intra = np.zeros(len(centroids))
     for cluster, part in stats.items():
         if part.count:

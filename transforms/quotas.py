@@ -33,14 +33,16 @@ import numpy as np
 
 from winnow.transforms.validation import check_choice, check_int, check_number, is_number
 
-STRATEGIES = ("balanced", "proportional", "prototypes", "complexity")
+DIVERSITY = "diversity"  # not a quota rule: the log-determinant greedy of diversity.py, merged by gain
+QUOTA_STRATEGIES = ("balanced", "proportional", "prototypes", "complexity")
+STRATEGIES = (DIVERSITY, *QUOTA_STRATEGIES)
 COMPLEXITY_TEMPERATURE = 0.5
 _BISECTION_STEPS = 200
 
 
 def check_strategy(strategy) -> str:
-    """``strategy`` after checking it is one of ``STRATEGIES``; raises ValueError."""
-    check_choice("strategy", strategy, STRATEGIES)
+    """``strategy`` after checking it is one of ``QUOTA_STRATEGIES``; raises ValueError."""
+    check_choice("strategy", strategy, QUOTA_STRATEGIES)
     return strategy
 
 

@@ -65,15 +65,21 @@ def unit_vectors(values: list, dim: int) -> tuple[np.ndarray, list[str | None]]:
         if reason is None and vector.shape[0] != dim:
             reason = deadletter.DIM_MISMATCH
         if reason is None:
-            out[i] = unit(vector)
+            out[i] = unit_rows(vector)[0]
         reasons.append(reason)
     return out, reasons
 
 
-def unit(vector: np.ndarray) -> np.ndarray:
-    """``vector / ||vector||``, scaled by its largest magnitude first so the norm neither underflows nor overflows."""
-    scaled = vector / np.abs(vector).max()
-    return scaled / np.linalg.norm(scaled)
+def unit_rows(vectors) -> np.ndarray:
+    """(m, d) float64 copy of ``vectors`` with every nonzero row scaled to unit norm (zero rows stay zero).
+
+    Each row is divided by its largest magnitude first, so the norm neither underflows nor overflows.
+    """
+    rows = np.array(vectors, dtype=np.float64, ndmin=2)
+    peak = np.abs(rows).max(axis=1, keepdims=True) if rows.size else np.zeros((rows.shape[0], 1))
+    scaled = np.divide(rows, peak, out=np.zeros_like(rows), where=peak > 0)
+    norms = np.linalg.norm(scaled, axis=1, keepdims=True)
+    return np.divide(scaled, norms, out=np.zeros_like(scaled), where=norms > 0)
 
 
 def mode_width(width_counts: dict[int, int]) -> int | None:

@@ -49,6 +49,7 @@ from collections.abc import Iterable, Sequence
 import apache_beam as beam
 import numpy as np
 
+from winnow.transforms import vectors
 from winnow.transforms.validation import check_int, is_number
 
 NAMESPACE = "winnow.vendi"
@@ -169,16 +170,10 @@ def as_vector_batch(vectors, dim: int | None, normalize: bool) -> np.ndarray:
     return batch
 
 
-def unit_rows(batch: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit norm, each divided by its largest magnitude first (no underflow or overflow of the norm)."""
-    scaled = batch / np.abs(batch).max(axis=1, keepdims=True)
-    return scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
-
-
 def batch_gram(batch: np.ndarray, normalize: bool) -> np.ndarray:
     """``Xᵀ X`` (d, d) float64 of a validated batch X (b, d), rows scaled to unit norm if ``normalize``."""
     if normalize:
-        batch = unit_rows(batch)
+        batch = vectors.unit_rows(batch)
     return batch.T @ batch
 
 
@@ -236,7 +231,7 @@ def vendi_score(X, q: float = 1.0, normalize: bool = True) -> float:
         matrix = sum(batch_gram(X[start : start + BATCH_SIZE], normalize) for start in range(0, n, BATCH_SIZE))
     else:
         if normalize:
-            X = unit_rows(X)
+            X = vectors.unit_rows(X)
         matrix = X @ X.T
     return scores_of_eigenvalues(positive_eigenvalues(matrix / n), [q])[0]
 
