@@ -29,6 +29,9 @@ class _DropImportNoise(logging.Filter):
         return "apitools not found" not in record.getMessage()
 
 
+REMOTE_STATE_LOGGERS = ("apache_beam.runners.portability.portable_runner", "apache_beam.runners.dataflow.dataflow_runner")
+
+
 def configure_logging(debug: bool) -> None:
     """winnow's progress at INFO on stderr; Beam's own logs only with ``debug``.
 
@@ -44,6 +47,8 @@ def configure_logging(debug: bool) -> None:
     root.setLevel(logging.WARNING)
     logging.getLogger("winnow").setLevel(logging.INFO)
     logging.getLogger("apache_beam").setLevel(logging.WARNING if debug else logging.CRITICAL)
+    for remote in REMOTE_STATE_LOGGERS:  # a remote runner's job state changes (and Dataflow's console URL)
+        logging.getLogger(remote).setLevel(logging.INFO)
 
 
 def enable_crash_tracebacks() -> None:

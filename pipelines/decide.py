@@ -330,21 +330,16 @@ class _SemanticDedupFn(beam.DoFn):
 
     def process(self, element):
         _, parts = element
-        parts = list(parts)
-        refs = np.concatenate([p[0] for p in parts])
-        ids = np.concatenate([p[1] for p in parts])
-        found = np.concatenate([p[2] for p in parts])
+        refs, ids, found = dedup.concat_parts(parts)
         order = sorted(range(len(ids)), key=lambda i: ids[i])
         refs, ids, found = refs[order], ids[order], found[order]
         duplicate_of = semdedup.semantic_duplicates(found, self._eps)
         duplicates = duplicate_of >= 0
         self._exits.count({tally.KEPT: int((~duplicates).sum()), schema.SEMANTIC_DUPLICATE: int(duplicates.sum())})
         yield beam.pvalue.TaggedOutput("groups", (len(ids), int(duplicates.sum())))
-        units = dedup.unit_of(refs[duplicates])
-        kept = ids[duplicate_of[duplicates]]
-        for unit in np.unique(units).tolist():
-            mask = units == unit
-            yield unit, (dedup.ordinal_of(refs[duplicates][mask]), kept[mask])
+        dropped, kept = refs[duplicates], ids[duplicate_of[duplicates]]
+        for unit, mask in dedup.unit_masks(dropped):
+            yield unit, (dedup.ordinal_of(dropped[mask]), kept[mask])
 
 
 def _without_semantic(element):
@@ -718,17 +713,11 @@ class _DiversityKeysFn(beam.DoFn):
 
     def process(self, element, pool_gram, n_candidates: int, n_select: int):
         _, parts = element
-        parts = list(parts)
-        refs = np.concatenate([p[0] for p in parts])
-        ids = np.concatenate([p[1] for p in parts])
-        lengths = np.concatenate([p[2] for p in parts])
-        found = np.concatenate([p[3] for p in parts])
+        refs, ids, lengths, found = dedup.concat_parts(parts)
         order = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
         keys = diversity.diversity_keys(found[order], lengths[order], n_candidates, n_select, pool_gram, self._config)
         refs, ids = refs[order], ids[order]
-        units = dedup.unit_of(refs)
-        for unit in np.unique(units).tolist():
-            mask = units == unit
+        for unit, mask in dedup.unit_masks(refs):
             yield KeyBatch(unit, dedup.ordinal_of(refs[mask]), ids[mask], np.zeros(int(mask.sum()), np.int64), keys[mask])
 
 

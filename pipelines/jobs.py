@@ -272,7 +272,8 @@ def _run(pipeline_builder, beam_flags: list[str], folder: str | None, name: str,
     started = time.perf_counter()
     pipeline = runner.make_pipeline(beam_flags)
     pipeline_builder(pipeline)
-    LOG.info("%s pass: built in %.1fs, running", name, time.perf_counter() - started)
+    LOG.info("%s pass: built in %.1fs, running%s", name, time.perf_counter() - started,
+             "" if folder is not None else f" on {pipeline.runner.__class__.__name__}; its UI shows the progress, job states follow")
     with progress.Watcher(folder, name, total_bytes, done_bytes):
         result = runner.run(pipeline)
     return result, round(time.perf_counter() - started, 3)

@@ -95,7 +95,7 @@ class BatchScorer:
     """
 
     def __init__(self, options: ScoreOptions, fit: FitState | None, schema: pa.Schema):
-        self._options, self._fit, self._schema = options, fit, schema
+        self._options, self._fit, self.schema = options, fit, schema
         self._tokens = TokenHasher()
         self._minhash_params = None
         if options.minhash is not None:
@@ -166,10 +166,10 @@ class BatchScorer:
                 ids[row], lengths[row] = doc_id, len(text)
         table = pa.table({
             features.ORDINAL: np.arange(first_ordinal, first_ordinal + n, dtype=np.int32), features.POSITION: position,
-            features.ID: pa.array(ids, self._schema.field(features.ID).type), features.INVALID_REASON: pa.array(invalid_reason, pa.string()),
+            features.ID: pa.array(ids, self.schema.field(features.ID).type), features.INVALID_REASON: pa.array(invalid_reason, pa.string()),
             features.RAW: pa.array(raw, pa.string()), features.LENGTH: lengths, **columns,
         })
-        return table.select(self._schema.names).cast(self._schema), exits
+        return table.select(self.schema.names).cast(self.schema), exits
 
     def _embeddings(self, batch: io.UnitBatch, grams) -> tuple[np.ndarray, list[str | None]]:
         """((n, d) float32 unit vectors, per valid record None or why its embedding-field vector is unusable)."""
@@ -404,6 +404,14 @@ def build_fit(pipeline: beam.Pipeline, options: ScoreOptions, table: FeaturesTab
 # --- the score pass ----------------------------------------------------------------------------
 
 
+def table_scorer(options: ScoreOptions, table: FeaturesTable, ids: io.IdPolicy) -> BatchScorer:
+    """The BatchScorer of a features table's rows, with the table's fitted state."""
+    fit = table.fit_state() if options.needs_fit else None
+    width = None if fit is None or options.embed is None else (
+        fit.embedding_width if options.embed.embedding_field is not None else options.embed.hashed_dim)
+    return BatchScorer(options, fit, features.features_schema(ids.id_type, options.columns(width)))
+
+
 def _temporary(path: str) -> str:
     """A temporary name next to ``path``; ``runner.cleanup`` removes leftovers of a killed run."""
     return f"{path}.inprogress-{uuid.uuid4().hex[:12]}"
@@ -416,11 +424,7 @@ class _ScoreUnitFn(beam.DoFn):
         self._options, self._table, self._ids, self._progress = options, table, ids, progress_folder
 
     def setup(self):
-        fit = self._table.fit_state() if self._options.needs_fit else None
-        width = None if fit is None or self._options.embed is None else (
-            fit.embedding_width if self._options.embed.embedding_field is not None else self._options.embed.hashed_dim)
-        self._schema = features.features_schema(self._ids.id_type, self._options.columns(width))
-        self._scorer = BatchScorer(self._options, fit, self._schema)
+        self._scorer = table_scorer(self._options, self._table, self._ids)
         self._exits = tally.Exits(NAMESPACE)
         self._reporter = progress.Reporter(self._progress, "score")
 
@@ -432,7 +436,7 @@ class _ScoreUnitFn(beam.DoFn):
         temporary = _temporary(shard)
         records, valid, schemas, conflicts, invalid = 0, 0, [], set(), {}
         with FileSystems.create(temporary, mime_type="application/octet-stream") as handle:
-            with pq.ParquetWriter(handle, self._schema, compression="zstd") as writer:
+            with pq.ParquetWriter(handle, self._scorer.schema, compression="zstd") as writer:
                 for batch in io.read_unit(unit, self._options.read, self._ids):
                     rows, exits = self._scorer.score(batch, records)
                     writer.write_table(rows)

@@ -11,12 +11,13 @@ the runner the flags ask for. Separate pipelines are what make the features tabl
 scored again), and ``--resume`` skips the fit when it is complete and every unit whose marker
 exists. The cost is one job start per pass on a distributed runner.
 
-Selection keys per method (``decide.selection_keys``; the top N by key, ties by id): random
-``uniform(seed, id)``; dsir ``log w + Gumbel(seed, id)`` (importance resampling without
-replacement) or ``log w`` with ``--dsir-top-k``, one round per target with
-``--dsir-separate-targets``; zipfit the alignment (top-k, as the paper); kmeans per-cluster
-quotas (``--kmeans-strategy``) and ``uniform(seed, id)`` within a cluster; combined the kmeans
-quotas mixed with the clusters' quality mass and ``s(x) + T · Gumbel`` within (``combined.py``).
+Selection per method (``decide``; the top N by key, ties by id): random ``uniform(seed, id)``;
+dsir ``log w + Gumbel(seed, id)`` (importance resampling without replacement) or ``log w`` with
+``--dsir-top-k``, one round per target with ``--dsir-separate-targets``; zipfit the alignment
+(top-k, as the paper); kmeans the diversity greedy's gains inside clusters (``diversity.py``) or a
+quota strategy's per-cluster quotas with ``uniform(seed, id)`` within; combined the quality
+candidates (top M by ``s + Gumbel(seed, id)``, ``combined.py``) thinned to N by the same
+diversity greedy (``--combined-diversity``).
 """
 
 import argparse

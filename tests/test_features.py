@@ -42,7 +42,7 @@ def combined_run(demo_corpus, tmp_path_factory):
     """A full combined run with a target, over the demo corpus cut into small work units."""
     demo_dir, _ = demo_corpus
     output = tmp_path_factory.mktemp("full") / "out"
-    argv = ["--input", str(demo_dir / "raw" / "*"), "--target", str(demo_dir / "target" / "*"), "--method", "combined", *SELECT]
+    argv = ["--input", str(demo_dir / "raw" / "*"), "--target", str(demo_dir / "target" / "*"), "--method", "combined", "--combined-zipfit-weight", "0.5", *SELECT]
     assert _run(*argv, "--output", str(output)) == 0
     return argv, output
 

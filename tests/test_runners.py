@@ -87,12 +87,16 @@ def job_service(tmp_path_factory):
         socket.create_connection(("localhost", port), timeout=5).close()
         yield port, log
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +124,7 @@ def worker_pool(sdist_venv, tmp_path_factory):
                 time.sleep(0.1)
         yield port, log
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        _stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +196,8 @@ def test_portable_runner_on_a_local_job_service_selects_the_same_ids(runs, job_s
     assert _result(runs, name) == _result(runs, "in_memory")
     # The jobs really went through the job service, not a local fallback; EXTERNAL ones through the pool's workers.
     assert "with state DONE" in log.read_text()
+    _, (_, stderr) = runs[name]  # on a remote runner the command says where progress is, and logs job states
+    assert "on PortableRunner; its UI shows the progress" in stderr and "Job state changed to DONE" in stderr
     if name == "external":
         assert "Starting worker with command" in (worker_pool[1]).read_text()
 

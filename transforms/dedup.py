@@ -115,6 +115,18 @@ def ordinal_of(refs: np.ndarray) -> np.ndarray:
     return np.asarray(refs, dtype=np.int64) & np.int64(ORDINAL_MASK)
 
 
+def concat_parts(parts) -> list[np.ndarray]:
+    """A group's parts joined column by column: ``[(a1, b1), (a2, b2)] -> [a1 + a2, b1 + b2]`` (numpy arrays)."""
+    return [np.concatenate(column) for column in zip(*parts)]
+
+
+def unit_masks(refs: np.ndarray):
+    """``(unit, mask)`` for each unit among ``refs`` (docrefs), in unit order: the rows of ``refs`` in that unit."""
+    units = unit_of(refs)
+    for unit in np.unique(units).tolist():
+        yield unit, units == unit
+
+
 def source_of(unit: int, run_source: int) -> int:
     """The source rank of a unit: index shard ``INDEX_UNIT_BASE + k`` of index k ranks by its index, the run last."""
     return run_source if unit < INDEX_UNIT_BASE else index_of_unit(unit)
@@ -345,10 +357,7 @@ class _ExactShardFn(beam.DoFn):
 
     def process(self, element):
         _, parts = element
-        parts = list(parts)
-        hashes = np.concatenate([p[0] for p in parts])
-        refs = np.concatenate([p[1] for p in parts])
-        ids = np.concatenate([p[2] for p in parts])
+        hashes, refs, ids = concat_parts(parts)
         order = np.lexsort((hashes[:, 1], hashes[:, 0]))
         starts = group_starts(hashes[order])
         sizes = np.diff(np.append(starts, len(order)))
@@ -369,11 +378,9 @@ class _ExactShardFn(beam.DoFn):
 
 def _by_unit(refs: np.ndarray, columns: list[np.ndarray]):
     """(unit, (ordinals, *columns)) for each run unit among ``refs`` (index units never get decisions)."""
-    units = unit_of(refs)
-    for unit in np.unique(units).tolist():
+    for unit, mask in unit_masks(refs):
         if unit >= INDEX_UNIT_BASE:
             continue
-        mask = units == unit
         yield unit, (ordinal_of(refs[mask]), *[column[mask] for column in columns])
 
 
@@ -440,11 +447,8 @@ def _band_shards(element, bands: int, rows: int, shards: int):
 def _shared_buckets(element):
     """(shard, [(keys, refs)]) -> (unit, (keys, refs)) of the members of buckets shared by two or more documents."""
     _, parts = element
-    parts = list(parts)
-    keys, refs = bucket_members(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    units = unit_of(refs)
-    for unit in np.unique(units).tolist():
-        mask = units == unit
+    keys, refs = bucket_members(*concat_parts(parts))
+    for unit, mask in unit_masks(refs):
         yield unit, (keys[mask], refs[mask])
 
 
@@ -456,9 +460,7 @@ class _MemberIdsFn(beam.DoFn):
 
     def process(self, element):
         unit, parts = element
-        parts = list(parts)
-        keys = np.concatenate([p[0] for p in parts])
-        refs = np.concatenate([p[1] for p in parts])
+        keys, refs = concat_parts(parts)
         ids = self._source.fetch_ids(unit, ordinal_of(refs))
         sources = np.full(len(refs), source_of(unit, self._run_source), dtype=np.int64)
         shard = shard_of(keys, self._shards)
@@ -470,18 +472,12 @@ class _MemberIdsFn(beam.DoFn):
 def _bucket_links(element):
     """(shard, [(keys, refs, sources, ids)]) -> (unit of the larger end, (larger, smaller)) star links."""
     _, parts = element
-    parts = list(parts)
-    keys = np.concatenate([p[0] for p in parts])
-    refs = np.concatenate([p[1] for p in parts])
-    sources = np.concatenate([p[2] for p in parts])
-    ids = np.concatenate([p[3] for p in parts])
+    keys, refs, sources, ids = concat_parts(parts)
     ranked = sorted(range(len(refs)), key=lambda i: (sources[i], ids[i]))
     order = np.empty(len(refs), np.int64)
     order[ranked] = np.arange(len(refs))
     larger, smaller = star_links(keys, order, refs)
-    units = unit_of(larger)
-    for unit in np.unique(units).tolist():
-        mask = units == unit
+    for unit, mask in unit_masks(larger):
         yield unit, (larger[mask], smaller[mask])
 
 
@@ -510,11 +506,7 @@ class _VerifyFn(beam.DoFn):
 
     def process(self, element):
         unit, parts = element
-        parts = list(parts)
-        larger = np.concatenate([p[0] for p in parts])
-        smaller = np.concatenate([p[1] for p in parts])
-        larger_ids = np.concatenate([p[2] for p in parts])
-        larger_signatures = np.concatenate([p[3] for p in parts])
+        larger, smaller, larger_ids, larger_signatures = concat_parts(parts)
         smaller_ids, smaller_signatures = self._source.fetch(unit, ordinal_of(smaller))
         similar = estimate_jaccard(larger_signatures, smaller_signatures) >= self._threshold
         if similar.any():
@@ -548,8 +540,7 @@ class _StarFn(beam.DoFn):
 
     def process(self, element):
         _, parts = element
-        parts = list(parts)
-        larger, smaller, unstable = self._operation(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        larger, smaller, unstable = self._operation(*concat_parts(parts))
         if len(larger):
             yield larger, smaller
         if unstable:
@@ -559,8 +550,7 @@ class _StarFn(beam.DoFn):
 def _labels(element):
     """(shard, [(larger, smaller)]) of converged links -> (node, label) for every node with a smaller neighbour."""
     _, parts = element
-    parts = list(parts)
-    nodes, neighbours = _unique_pairs(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    nodes, neighbours = _unique_pairs(*concat_parts(parts))
     starts, _, label = _smallest_per_node(nodes, neighbours)
     return list(zip(nodes[starts].tolist(), label.tolist()))
 
