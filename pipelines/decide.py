@@ -596,7 +596,7 @@ class _FinishUnitFn(beam.DoFn):
 class _WriteSelectedFn(beam.DoFn):
     """Chosen -> ``selected/part-NNNNN.parquet``: the unit's selected rows, input columns as read plus winnow's.
 
-    Reads the unit's text once: also counts the hashed n-grams of the selected and baseline records
+    Parses only the unit's records it needs (``io.read_unit``'s ``only``): also counts the hashed n-grams of the selected and baseline records
     (KL reduction) and takes the openings of the report's sample documents. A unit whose marker
     (``selected/_part-NNNNN.json``, its stats) exists is not written again (``--resume``).
     """
@@ -625,7 +625,8 @@ class _WriteSelectedFn(beam.DoFn):
         def write(handle):
             nonlocal written
             with pq.ParquetWriter(handle, self._schema, compression="zstd") as writer:
-                for batch in io.read_unit(unit, layout.read, layout.ids):
+                needed = np.union1d(np.union1d(selected_set, chosen.baseline), np.fromiter(wanted, np.int64, len(wanted))).astype(np.int64)
+                for batch in io.read_unit(unit, layout.read, layout.ids, only=needed):
                     self._reporter.add(batch.records, batch.read_bytes)
                     take = np.flatnonzero(np.isin(batch.ordinals, selected_set))
                     for i in np.flatnonzero(np.isin(batch.ordinals, list(wanted))).tolist():

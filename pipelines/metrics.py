@@ -99,7 +99,8 @@ def kl_reduction(write_stats: beam.PCollection, target_counts: np.ndarray, raw_c
     """Per-unit write stats (their n-gram counts) -> ``{"kl_reduction_selected", "kl_reduction_random"}``.
 
     Both against the raw distribution the weights were fitted on: the selection's reduction, and
-    that of a random subset of the selection's size (about 0; the paper's baseline).
+    that of a random subset of the selection's size (the paper's baseline: about 0 for a large
+    subset, below 0 for a small one, whose sparse n-gram histogram is far from every distribution).
     """
 
     def reductions(counts: dict) -> dict:

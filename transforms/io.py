@@ -350,6 +350,7 @@ class UnitBatch(NamedTuple):
         invalid: ``(ordinal, position, reason, raw)`` of each invalid record.
         conflicts: JSON Lines fields stringified in this batch.
         read_bytes: input bytes this batch consumed (progress).
+        skipped: records passed over unparsed (``read_unit``'s ``only``).
     """
 
     table: pa.Table
@@ -360,11 +361,12 @@ class UnitBatch(NamedTuple):
     invalid: list[tuple[int, int, str, str]]
     conflicts: frozenset
     read_bytes: int
+    skipped: int = 0
 
     @property
     def records(self) -> int:
-        """Records in the batch, valid and invalid."""
-        return len(self.ids) + len(self.invalid)
+        """Records the batch consumed: valid, invalid and skipped."""
+        return len(self.ids) + len(self.invalid) + self.skipped
 
 
 class _ZstdStream(io.RawIOBase):
@@ -551,19 +553,23 @@ class _Batcher:
         self.records, self.size = 0, 0
 
 
-def _jsonl_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str) -> Iterator[UnitBatch]:
+def _jsonl_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str, only: np.ndarray | None) -> Iterator[UnitBatch]:
     pending: list[tuple[int, int, bytes]] = []  # (ordinal, position, line)
     batcher = _Batcher(config)
-    ordinal, reported, read = 0, 0, 0
+    ordinal, reported, read, skipped = 0, 0, 0, 0
+    wanted = None if only is None else set(only.tolist())
     for index, line, read in jsonl_lines(unit.path, unit.start, unit.stop):
-        pending.append((ordinal, unit.first_position + index, line))
+        if wanted is None or ordinal in wanted:
+            pending.append((ordinal, unit.first_position + index, line))
+        else:
+            skipped += 1
         ordinal += 1
         if batcher.add(len(line) + 1):
-            yield _parse_lines(pending, config, ids, name, min(read, unit.size) - reported)
-            pending, reported = [], min(read, unit.size)
+            yield _parse_lines(pending, config, ids, name, min(read, unit.size) - reported)._replace(skipped=skipped)
+            pending, reported, skipped = [], min(read, unit.size), 0
             batcher.reset()
-    if pending or ordinal == 0:
-        yield _parse_lines(pending, config, ids, name, unit.size - reported)
+    if pending or skipped or ordinal == 0:
+        yield _parse_lines(pending, config, ids, name, unit.size - reported)._replace(skipped=skipped)
 
 
 def _parse_lines(lines: list[tuple[int, int, bytes]], config: ReadConfig, ids: IdPolicy, name: str, size: int) -> UnitBatch:
@@ -597,7 +603,7 @@ def _parse_lines(lines: list[tuple[int, int, bytes]], config: ReadConfig, ids: I
     return UnitBatch(table, doc_ids, texts, np.array(ordinals, np.int64), np.array(positions, np.int64), invalid, conflicts, size)
 
 
-def _parquet_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str) -> Iterator[UnitBatch]:
+def _parquet_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str, only: np.ndarray | None) -> Iterator[UnitBatch]:
     parquet = _parquet_file(unit.path)
     if config.text_field not in parquet.schema_arrow.names:
         raise InputError(f"{unit.path}: Parquet file has no column {config.text_field!r} (columns: {', '.join(parquet.schema_arrow.names)})")
@@ -607,18 +613,22 @@ def _parquet_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str) -
     try:
         batches = parquet.iter_batches(batch_size=config.batch_records, row_groups=groups, use_threads=False)
         for batch in batches:
-            yield _check_rows(pa.Table.from_batches([batch]), ordinal, unit.first_position + ordinal, config, ids, name,
-                              unit.size * batch.num_rows // rows)
+            table, ordinals = pa.Table.from_batches([batch]), np.arange(ordinal, ordinal + batch.num_rows, dtype=np.int64)
+            if only is not None:
+                keep = np.isin(ordinals, only)
+                table, ordinals = table.filter(pa.array(keep)), ordinals[keep]
+            checked = _check_rows(table, ordinals, unit.first_position, config, ids, name, unit.size * batch.num_rows // rows)
+            yield checked._replace(skipped=batch.num_rows - len(ordinals))
             ordinal += batch.num_rows
     except (pa.ArrowInvalid, OSError) as err:
         raise InputError(f"{unit.path}: corrupt Parquet data in row groups {unit.start}..{unit.stop - 1}: {err}") from None
     if ordinal == 0:
-        yield _check_rows(parquet.schema_arrow.empty_table(), 0, unit.first_position, config, ids, name, 0)
+        yield _check_rows(parquet.schema_arrow.empty_table(), np.zeros(0, np.int64), unit.first_position, config, ids, name, 0)
 
 
-def _check_rows(table: pa.Table, first_ordinal: int, first_position: int, config: ReadConfig, ids: IdPolicy, name: str,
+def _check_rows(table: pa.Table, ordinals: np.ndarray, first_position: int, config: ReadConfig, ids: IdPolicy, name: str,
                 size: int) -> UnitBatch:
-    """A Parquet batch -> valid rows and dead letters (texts decoded from binary when needed)."""
+    """A Parquet batch (row i is the unit's ordinal ``ordinals[i]``) -> valid rows and dead letters (texts decoded from binary when needed)."""
     texts = table.column(config.text_field).to_pylist()
     raw_ids = table.column(config.id_field).to_pylist() if ids.has_field and config.id_field in table.column_names else None
     keep, doc_ids, valid_texts, invalid = [], [], [], []
@@ -632,29 +642,32 @@ def _check_rows(table: pa.Table, first_ordinal: int, first_position: int, config
         reason = reason or _text_reason(text)
         if reason is None and ids.has_field:
             reason = _id_reason(raw_ids[i] if raw_ids is not None else None, ids.id_type)
-        position = first_position + i
+        position = first_position + int(ordinals[i])
         if reason is not None:
             row = table.slice(i, 1).to_pylist()[0]
-            invalid.append((first_ordinal + i, position, reason, deadletter.raw_preview(json.dumps(row, default=str, ensure_ascii=False))))
+            invalid.append((int(ordinals[i]), position, reason, deadletter.raw_preview(json.dumps(row, default=str, ensure_ascii=False))))
             continue
         keep.append(i)
         doc_ids.append(raw_ids[i] if ids.has_field else f"{name}:{position}")
         valid_texts.append(text)
     kept = np.array(keep, np.int64)
     valid = table if len(keep) == table.num_rows else table.take(pa.array(kept))
-    return UnitBatch(valid, doc_ids, valid_texts, kept + first_ordinal, kept + first_position, invalid, frozenset(), size)
+    return UnitBatch(valid, doc_ids, valid_texts, ordinals[kept], ordinals[kept] + first_position, invalid, frozenset(), size)
 
 
-def read_unit(unit: Unit, config: ReadConfig, ids: IdPolicy) -> Iterator[UnitBatch]:
+def read_unit(unit: Unit, config: ReadConfig, ids: IdPolicy, only: np.ndarray | None = None) -> Iterator[UnitBatch]:
     """The batches of one unit, in record order (at least one batch, possibly empty).
+
+    ``only``: the ordinals to parse and return (the others are passed over, counted as skipped,
+    and not checked), or None for every record.
 
     Raises:
         InputError: the file is unreadable or corrupt, or a Parquet file has no text column.
     """
     name = relative_name(unit.path, ids.root)
     if unit.format == PARQUET:
-        return _parquet_batches(unit, config, ids, name)
-    return _jsonl_batches(unit, config, ids, name)
+        return _parquet_batches(unit, config, ids, name, only)
+    return _jsonl_batches(unit, config, ids, name, only)
 
 
 # --- schemas of the output -----------------------------------------------------------------
