@@ -145,6 +145,26 @@ def test_formats_read_the_same_records(tmp_path):
         assert _valid(_read_file(tmp_path / name)) == expected, name
 
 
+@pytest.mark.parametrize("name", ["a.jsonl", "a.jsonl.zst", "a.parquet"])
+def test_reading_only_some_ordinals_returns_those_records_and_counts_the_rest(tmp_path, name):
+    """``only`` parses the records asked for, as a full read would return them; every record is still counted."""
+    records = [{"id": f"d{i}", "text": f"text {i}", "n": i} for i in range(23)]
+    payload = _jsonl(records).replace(b'"text 5"', b'"   "')  # one invalid record: never in a selection, skipped unchecked
+    (tmp_path / "a.jsonl").write_bytes(payload)
+    (tmp_path / "a.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(payload))
+    pq.write_table(pa.Table.from_pylist([r if r["n"] != 5 else {**r, "text": "   "} for r in records]), tmp_path / "a.parquet", row_group_size=4)
+    config = io.ReadConfig(batch_records=6)
+    (unit,) = io.plan_units(io.match_inputs([str(tmp_path / name)]), config)
+    only = np.array([0, 3, 4, 11, 22], np.int64)
+    full = list(io.read_unit(unit, config, IDS))
+    partial = list(io.read_unit(unit, config, IDS, only=only))
+    wanted = [row for row in _valid(full) if row[2] - 1 in only.tolist()]
+    assert _valid(partial) == wanted and [r[0] for r in wanted] == ["d0", "d3", "d4", "d11", "d22"]
+    assert [row["n"] for b in partial for row in b.table.to_pylist()] == [0, 3, 4, 11, 22]
+    assert sum(b.records for b in partial) == sum(b.records for b in full) == 23
+    assert not any(b.invalid for b in partial)
+
+
 def test_parquet_units_are_runs_of_row_groups_with_their_first_row(tmp_path):
     records = [{"id": f"d{i}", "text": "x" * 200 + str(i)} for i in range(10)]
     pq.write_table(pa.Table.from_pylist(records), tmp_path / "a.parquet", row_group_size=2)
