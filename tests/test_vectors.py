@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from winnow.transforms import deadletter, vectors
-from winnow.transforms.vectors import from_stored, mode_width, parse_embedding, to_stored, unit_vectors, width_of
+from winnow.transforms.vectors import from_stored, mode_width, parse_embedding, to_stored, unit_rows, unit_vectors, width_of
 
 
 # --- parse_embedding -----------------------------------------------------------------------
@@ -79,6 +79,14 @@ def test_unit_vectors_of_tiny_or_huge_finite_values_are_unit_rows_or_unusable():
     for row, reason in zip(out, reasons):
         usable_unit = reason is None and np.isfinite(row).all() and abs(np.linalg.norm(row) - 1.0) < 1e-6
         assert usable_unit or (reason is not None and not row.any())
+
+
+def test_unit_rows_are_exact_where_the_squared_norm_would_underflow_or_overflow():
+    rows = np.array([[3.0, 4.0], [0.0, 0.0], [1e-320, 0.0], [1e-160, 1e-160], [1e200, -1e200]])
+    expected = np.array([[0.6, 0.8], [0.0, 0.0], [1.0, 0.0], [2**-0.5, 2**-0.5], [2**-0.5, -(2**-0.5)]])
+    assert np.allclose(unit_rows(rows), expected, rtol=1e-15, atol=0)
+    assert np.array_equal(rows[2], [1e-320, 0.0])  # a copy: the input is left alone
+    assert unit_rows(np.zeros((0, 3))).shape == (0, 3)
 
 
 def test_unit_vectors_of_nothing():

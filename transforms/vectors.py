@@ -73,13 +73,20 @@ def unit_vectors(values: list, dim: int) -> tuple[np.ndarray, list[str | None]]:
 def unit_rows(vectors) -> np.ndarray:
     """(m, d) float64 copy of ``vectors`` with every nonzero row scaled to unit norm (zero rows stay zero).
 
-    Each row is divided by its largest magnitude first, so the norm neither underflows nor overflows.
+    Rows whose squared norm overflows or underflows (inf, or below the smallest normal float)
+    are divided by their largest magnitude first, so their norm is exact; the others are divided
+    by their norm directly.
     """
     rows = np.array(vectors, dtype=np.float64, ndmin=2)
-    peak = np.abs(rows).max(axis=1, keepdims=True) if rows.size else np.zeros((rows.shape[0], 1))
-    scaled = np.divide(rows, peak, out=np.zeros_like(rows), where=peak > 0)
-    norms = np.linalg.norm(scaled, axis=1, keepdims=True)
-    return np.divide(scaled, norms, out=np.zeros_like(scaled), where=norms > 0)
+    with np.errstate(over="ignore", under="ignore"):
+        squares = np.einsum("ij,ij->i", rows, rows)
+    unsafe = ~np.isfinite(squares) | (squares < np.finfo(np.float64).tiny)
+    norms = np.sqrt(squares)
+    if unsafe.any():
+        peak = np.abs(rows[unsafe]).max(axis=1, keepdims=True)
+        rows[unsafe] = np.divide(rows[unsafe], peak, out=np.zeros_like(rows[unsafe]), where=peak > 0)
+        norms[unsafe] = np.linalg.norm(rows[unsafe], axis=1)
+    return np.divide(rows, norms[:, None], out=rows, where=norms[:, None] > 0)
 
 
 def mode_width(width_counts: dict[int, int]) -> int | None:
