@@ -121,7 +121,7 @@ def test_zstd_dict_ranks_like_faithful(scored):
 
 def test_bounds_that_hold_on_real_text(scored, corpus):
     _, faithful, fast = scored
-    # The ranges seen on the full demo corpus are [-0.05, 0.145] and [-0.37, 0.45].
+    # Loose bounds around the ranges measured on the full demo corpus (benchmarks/RESULTS.md, "ZIP-FIT").
     assert np.all((faithful > -0.1) & (faithful < 0.5))
     assert np.all((fast > -0.5) & (fast < 1))
     # Against one target document, its own copy is the closest of all (alignment near 1).

@@ -21,7 +21,8 @@ Length. As the reference, a document is too short when
 
 Hashing (``DsirConfig.hash``):
 
-- ``"sha256"``: the reference's buckets exactly, ``int(sha256(utf8(gram)).hexdigest(), 16) mod B``.
+- ``"sha256"``: the reference's buckets, ``int(sha256(utf8(gram)).hexdigest(), 16) mod B``, on text
+  without combining marks (NLTK keeps a combining mark inside its word; the tokenizer splits it off).
   Python work per distinct token and n-gram of a batch (cached, bounded), none per occurrence.
 - ``"fast"`` (default): fully vectorised over a batch: ``text.TokenHasher`` finds the same
   tokens as the regex with numpy and gives each n-gram a 64-bit hash (a polynomial hash of a
@@ -98,7 +99,7 @@ class DsirConfig:
         min_tokens: documents with fewer tokens are dropped ``too_short`` (reference: 100).
         raw_token_budget: fit the raw distribution on a deterministic subset of at most this
             many tokens (see the module docstring); None fits on every record.
-        hash: ``"fast"`` (vectorised) or ``"sha256"`` (the reference's buckets).
+        hash: ``"fast"`` (vectorised) or ``"sha256"`` (the reference's buckets on text without combining marks).
         separate_targets: weigh each record against every target dataset separately too
             (``winnow_dsir_target_log_weights``), for selecting per target (the reference's option).
         target_proportions: with ``separate_targets``, each target's share of the selection;

@@ -62,7 +62,6 @@ EMBEDDING = "winnow_embedding"  # the column ``Embed`` appends (fixed_size_list<
 DEFAULT_DIM = 256
 MIN_DF = 2
 SAMPLE_TEXT_CHARS = 20_000
-BATCH_SIZE = 512
 ANALYZERS = ("word", "char_wb", "char")
 PROJECTIONS = ("svd", "random")
 MAX_HASH_FEATURES = 2**31 - 1  # murmurhash3_32 indices (char analyzers); word features need < 2**32

@@ -44,7 +44,7 @@ def normalize_text(
         text = unicodedata.normalize("NFKC", text)
     if casefold:
         text = text.casefold()
-    if collapse_whitespace:  # str.split() splits on exactly the code points \s matches, ~5x faster
+    if collapse_whitespace:  # str.split() splits on exactly the code points \s matches, without a regex
         text = " ".join(text.split())
     return text
 
@@ -95,7 +95,7 @@ def code_point_classes() -> np.ndarray:
     """(0x110000,) uint8 class of every code point: 0 whitespace (``\\s``), 1 word (``\\w``), 2 other.
 
     Read off the regex engine itself, so the runs of one class are exactly the matches of
-    ``WORDPUNCT_PATTERN``. Built once per process (~0.1 s).
+    ``WORDPUNCT_PATTERN``. Built once per process (its cost: ``benchmarks/RESULTS.md``, section "DSIR").
     """
     every = "".join(map(chr, range(0x110000)))
     classes = np.full(0x110000, _OTHER, dtype=np.uint8)

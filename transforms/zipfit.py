@@ -53,8 +53,8 @@ Bounds: both scores are < 1 in practice and can be negative. ``faithful`` is neg
 C(x + y) > C(x) + C(y): one Huffman block fits two unlike texts worse than two blocks do. At level
 0 it is ``23 / (L + 23)`` whatever the content. ``zstd_dict`` is < 1 by construction, since
 Z(x | D) > 0. It is negative when the dictionary's entropy tables make x larger, as happens for
-upper-cased code and escape tables. On the demo corpus ``faithful`` (gzip 9) spans
-[-0.05, 0.145] and ``zstd_dict`` spans [-0.37, 0.45].
+upper-cased code and escape tables. The ranges both modes span on the demo corpus are in
+``benchmarks/RESULTS.md``, section "ZIP-FIT".
 """
 
 import zlib
@@ -89,8 +89,9 @@ MODES = (FAITHFUL, ZSTD_DICT)
 DEFAULT_LEVELS = {FAITHFUL: 9, ZSTD_DICT: 3}  # gzip 9 and zstd 3: see the module docstring
 LEVEL_RANGES = {FAITHFUL: (0, 9), ZSTD_DICT: (1, 22)}  # gzip / zstd levels, inclusive
 GZIP_FRAME_BYTES = 18  # gzip header (10) + CRC-32 and length trailer (8) around raw deflate
-# Dictionary size = target bytes / 4, clamped to [1 KiB, 16 KiB]. On the demo, 16 KiB beat 4, 8
-# and 32 KiB, and a quarter of the target text beat 1/8 and 1/16 for small target sets.
+# Dictionary size = target bytes / 4, clamped to [1 KiB, 16 KiB]: picked on the demo corpus by rank
+# agreement with ``faithful`` over 4-32 KiB and 1/16-1/4 of the target text (a one-off comparison that
+# benchmarks/bench_zipfit.py does not rerun).
 DICT_MIN_BYTES, DICT_MAX_BYTES, DICT_TEXT_RATIO = 1024, 16384, 4
 # Targets are cut into 512-byte training samples: zstd needs many samples to train on
 # (whole documents fail below ~8 of them), and 512-byte cuts rank as well as whole documents.
