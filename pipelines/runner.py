@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, 
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 
 from winnow.pipelines.options import UsageError
+from winnow.transforms import io
 
 LOG = logging.getLogger("winnow")
 LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner")
@@ -136,13 +137,9 @@ def prepare_output(output: str, mode: str, reads_from: str | None = None) -> Non
 
 def _inside(path: str, directory: str) -> bool:
     path, directory = path.rstrip("/"), directory.rstrip("/")
-    if _is_local(path) and _is_local(directory):
+    if io.is_local(path) and io.is_local(directory):
         path, directory = os.path.realpath(path), os.path.realpath(directory)
     return path == directory or path.startswith(directory + "/")
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
 
 
 def clean_temporary(output: str) -> None:

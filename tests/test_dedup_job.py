@@ -8,6 +8,7 @@ import pytest
 
 from examples import make_demo_corpus
 from winnow.pipelines import cli, dedup_index
+from tests.helpers import RootedFileSystem
 from winnow.transforms import schema
 
 
@@ -146,3 +147,20 @@ def test_index_round_trip_keeps_ids_hashes_and_signatures(tmp_path):
     assert rows.column("id").type == pa.int64()  # the input's id type, kept
     assert rows.schema.field("signature").type == pa.list_(pa.uint32(), 128) and rows.schema.field("exact_hash").type == pa.binary(16)
     assert sorted(rows.column("id").to_pylist()) == sorted(_table(tmp_path / "o" / "selected").column("id").to_pylist())
+
+
+def test_an_index_on_a_beam_filesystem_round_trips(tmp_path, monkeypatch):
+    monkeypatch.setattr(RootedFileSystem, "ROOT", str(tmp_path / "store"))
+    raw, _ = make_demo_corpus.build(code_docs=10)
+    first = _write_jsonl(tmp_path / "a" / "a.jsonl", raw[:100])
+    assert cli.main(["dedup", "--input", first, "--output", str(tmp_path / "o1"), "--index", "rooted://idx"]) == 0
+    kept = _table(tmp_path / "o1" / "selected").column("id").to_pylist()[:5]
+    by_id = {r["id"]: r for r in raw}
+    copies = [{"id": f"copy-{i}", "text": by_id[i]["text"]} for i in kept]
+    second = _write_jsonl(tmp_path / "b" / "b.jsonl", raw[100:150] + copies)
+    assert (tmp_path / "store" / "idx" / "index.json").exists()
+    assert cli.main(["dedup", "--input", second, "--output", str(tmp_path / "o2"), "--against", "rooted://idx", "--write-scores"]) == 0
+    scores = {r["id"]: r for r in _table(tmp_path / "o2" / "scores").to_pylist()}
+    for original in kept:
+        row = scores[f"copy-{original}"]
+        assert (row[schema.DROP_REASON], row[schema.DUPLICATE_OF], row[schema.DUPLICATE_SOURCE]) == ("exact_duplicate", original, "rooted://idx")

@@ -46,7 +46,6 @@ import pyarrow.parquet as pq
 import zstandard
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.localfilesystem import LocalFileSystem
 
 from winnow.transforms import deadletter, schema, tally
 from winnow.transforms.validation import check_int
@@ -103,13 +102,14 @@ def input_format(path: str) -> str:
     raise InputError(f"{path}: unknown input format; expected one of {', '.join(FORMATS)}")
 
 
-def _is_local(path: str) -> bool:
-    return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
+def is_local(path: str) -> bool:
+    """A path on this machine's disk: no ``scheme://`` (object stores and other Beam filesystems have one)."""
+    return FileSystems.get_scheme(path) is None
 
 
 def resolve_pattern(pattern: str) -> str:
     """A glob as an absolute path (local) or as given (object stores)."""
-    return os.path.abspath(pattern) if _is_local(pattern) else pattern
+    return os.path.abspath(pattern) if is_local(pattern) else pattern
 
 
 def match_inputs(patterns: list[str]) -> list[tuple[str, int]]:
@@ -127,7 +127,7 @@ def match_inputs(patterns: list[str]) -> list[tuple[str, int]]:
         if not matched:
             raise InputError(f"{pattern}: matches no file")
         for meta in matched:
-            if _is_local(meta.path) and os.path.isdir(meta.path):  # also one named like a shard
+            if is_local(meta.path) and os.path.isdir(meta.path):  # also one named like a shard
                 raise InputError(f"{meta.path}: is a directory; give a glob such as {meta.path.rstrip('/')}/*.jsonl")
             input_format(meta.path)
             files[meta.path] = meta.size_in_bytes
