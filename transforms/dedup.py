@@ -180,8 +180,17 @@ def bucket_members(keys: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.n
     Args:
         keys: (n,) uint64 bucket keys; refs: (n,) int64 docrefs (one row per (document, band)).
     """
-    rows = np.unique(np.stack([keys.astype(np.uint64).view(np.int64), refs], axis=1), axis=0)
-    keys, refs = rows[:, 0].view(np.uint64), rows[:, 1]
+    order = np.argsort(keys, kind="stable")  # one key sort first: most buckets have one member
+    keys, refs = _shared_rows(np.asarray(keys, np.uint64)[order], np.asarray(refs, np.int64)[order])
+    order = np.lexsort((refs, keys))
+    keys, refs = keys[order], refs[order]
+    distinct = np.ones(len(keys), bool)
+    distinct[1:] = (keys[1:] != keys[:-1]) | (refs[1:] != refs[:-1])
+    return _shared_rows(keys[distinct], refs[distinct])
+
+
+def _shared_rows(keys: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of (key-sorted) ``keys, refs`` whose key occurs at least twice."""
     starts = group_starts(keys)
     sizes = np.diff(np.append(starts, len(keys)))
     shared = np.repeat(sizes > 1, sizes)
