@@ -27,7 +27,7 @@ from winnow.pipelines.features import FeaturesTable
 from winnow.transforms import combined, deadletter, dedup, diversity, dsir, io, kmeans, quotas, schema, seeded, select, semdedup, tally, vectors
 from winnow.transforms.combined import CombinedConfig
 from winnow.transforms.diversity import DiversityConfig
-from winnow.transforms.minhash import MinHashConfig
+from winnow.transforms.minhash import MinHashConfig, band_keys
 from winnow.transforms.select import KeyBatch, TotalQuota
 from winnow.transforms.semdedup import SemDedupConfig
 
@@ -234,19 +234,31 @@ class _SignedRowsFn(beam.DoFn):
 
 
 class _IndexRowsFn(beam.DoFn):
-    """Index unit -> its rows as the exact (``exact``) or near (``near``) dedup steps take them."""
+    """(index unit, the run's key filter) -> the unit's rows that can meet a run document, as the exact
+    (``band_rows`` None: rows with an exact hash in the filter) or near (rows with a band key in it)
+    dedup steps take them. The other rows share no key with the run, so they could only link indexed
+    documents to one another, which dedup never does."""
 
-    def __init__(self, index_units: dict, exact: bool):
-        self._index_units, self._exact = index_units, exact
+    def __init__(self, index_units: dict, band_rows: tuple[int, int] | None):
+        self._index_units, self._band_rows = index_units, band_rows
 
-    def process(self, unit: int):
-        columns = [features.ID, features.EXACT_HASH] if self._exact else [features.SIGNATURE]
-        rows = pq.read_table(FileSystems.open(self._index_units[unit]), columns=columns)
-        ordinals = np.arange(rows.num_rows)
-        if self._exact:
-            yield unit, ordinals, _ids(rows), features.hashes_of(rows.column(features.EXACT_HASH))
+    def process(self, unit: int, run_keys: np.ndarray):
+        exact = self._band_rows is None
+        rows = pq.read_table(FileSystems.open(self._index_units[unit]), columns=[features.ID, features.EXACT_HASH] if exact else [features.SIGNATURE])
+        if exact:
+            hashes = features.hashes_of(rows.column(features.EXACT_HASH))
+            ordinals = np.flatnonzero(dedup.key_filter_contains(run_keys, hashes[:, 0]))
+            yield unit, ordinals, _ids(rows)[ordinals], hashes[ordinals]
         else:
-            yield unit, ordinals, features.signatures_of(rows.column(features.SIGNATURE))
+            signatures = features.signatures_of(rows.column(features.SIGNATURE))
+            keys = band_keys(signatures, *self._band_rows)
+            ordinals = np.flatnonzero(dedup.key_filter_contains(run_keys, keys.reshape(-1)).reshape(keys.shape).any(axis=1))
+            yield unit, ordinals, signatures[ordinals]
+
+
+def _run_keys(rows: beam.PCollection, keys_of, bits: int, label: str) -> beam.pvalue.AsSingleton:
+    """The key filter of the run's rows' keys (``keys_of(element)`` -> uint64 keys), as a side input."""
+    return beam.pvalue.AsSingleton(rows | f"{label}Keys" >> beam.Map(keys_of) | f"{label}Filter" >> beam.CombineGlobally(dedup.KeyFilterCombineFn(bits)))
 
 
 @dataclasses.dataclass
@@ -867,7 +879,9 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
         # unit -> (unit, ordinals, ids, hashes) -> exact drops per unit
         rows = units | "ExactRows" >> beam.ParDo(_ExactRowsFn(layout.table))
         if index_units:
-            indexed = pipeline | "ListIndexExact" >> beam.Create(index_units) | "IndexExactRows" >> beam.ParDo(_IndexRowsFn(layout.index_units, True))
+            run_keys = _run_keys(rows, lambda element: element[3][:, 0], dedup.key_filter_bits(layout.shards * dedup.ROWS_PER_SHARD), "RunExact")
+            indexed = pipeline | "ListIndexExact" >> beam.Create(index_units) | "IndexExactRows" >> beam.ParDo(
+                _IndexRowsFn(layout.index_units, None), run_keys)
             rows = (rows, indexed) | "WithIndexExact" >> beam.Flatten()
         exact = rows | "DedupExact" >> dedup.DedupExact(layout.shards, run_source)
         streams["exact"] = exact["drops"]
@@ -876,12 +890,15 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
         # unit + its exact drops -> (unit, ordinals, signatures) of the rows exact dedup kept -> near decisions
         signed = _join(keyed, {k: v for k, v in streams.items() if k == "exact"}, "JoinExactDrops") | "SignedRows" >> beam.ParDo(
             _SignedRowsFn(layout.table))
+        band_rows = options.minhash.band_rows
         if index_units:
-            indexed = pipeline | "ListIndexNear" >> beam.Create(index_units) | "IndexSignedRows" >> beam.ParDo(_IndexRowsFn(layout.index_units, False))
+            run_keys = _run_keys(signed, lambda element: band_keys(element[2], *band_rows).reshape(-1),
+                                 dedup.key_filter_bits(layout.shards * dedup.ROWS_PER_SHARD * band_rows[0]), "RunBand")
+            indexed = pipeline | "ListIndexNear" >> beam.Create(index_units) | "IndexSignedRows" >> beam.ParDo(
+                _IndexRowsFn(layout.index_units, band_rows), run_keys)
             signed = (signed, indexed) | "WithIndexNear" >> beam.Flatten()
-        bands = options.minhash.band_rows[0]
         source = features.FeaturesSignatures(layout.table, layout.index_units)
-        near = signed | "DedupNear" >> dedup.DedupNear(options.minhash, source, layout.shards * bands, run_source)
+        near = signed | "DedupNear" >> dedup.DedupNear(options.minhash, source, layout.shards * band_rows[0], run_source)
         streams["near"] = near["decisions"]
         stats["dedup_minhash"] = near["stats"]
     # unit + its dedup decisions -> (unit, Pool) of eligible rows; too-short rows on the side

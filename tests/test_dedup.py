@@ -178,17 +178,22 @@ class _MemorySource(dedup.SignatureSource):
         return self._units[unit][0][ordinals]
 
 
-def _near(texts: dict, config: MinHashConfig, units: int = 2):
-    """Run DedupNear on ``texts`` spread over ``units`` units; returns {id: (rep, dropped)} (through a file: DoFns are pickled)."""
-    ids = sorted(texts)
-    signatures = minhash_signatures([texts[i] for i in ids], config, permutation_params(config.num_perm, config.seed, config.permutation))
-    placed = {u: [i for k, i in enumerate(ids) if k % units == u] for u in range(units)}
+def _near(texts: dict, config: MinHashConfig, units: int = 2, indexed: dict | None = None):
+    """Run DedupNear on ``texts`` spread over ``units`` units, and ``indexed`` texts in one dedup index unit;
+    returns {id: (rep, dropped)} of the run's documents (through a file: DoFns are pickled)."""
+    indexed = indexed or {}
+    ids = sorted(texts) + sorted(indexed)
+    signatures = minhash_signatures([{**texts, **indexed}[i] for i in ids], config,
+                                    permutation_params(config.num_perm, config.seed, config.permutation))
+    placed = {u: [i for k, i in enumerate(sorted(texts)) if k % units == u] for u in range(units)}
+    if indexed:
+        placed[dedup.index_unit(0, 0)] = sorted(indexed)
     memory = {u: (np.array(members, dtype=object), signatures[[ids.index(m) for m in members]]) for u, members in placed.items()}
     elements = [(u, np.arange(len(members)), memory[u][1]) for u, members in placed.items()]
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "decided.json")
         with local_pipeline() as pipeline:
-            out = pipeline | beam.Create(elements) | dedup.DedupNear(config, _MemorySource(memory), shards=3)
+            out = pipeline | beam.Create(elements) | dedup.DedupNear(config, _MemorySource(memory), shards=3, run_source=1 if indexed else 0)
             decisions = out["decisions"] | beam.FlatMap(
                 lambda e, placed_: [(placed_[e[0]][int(o)], (str(r), bool(d))) for o, r, _, _, d in zip(*e[1])], placed)
             _ = decisions | beam.combiners.ToList() | beam.Map(lambda found, p: open(p, "w").write(json.dumps(found)), path)
@@ -211,12 +216,17 @@ def test_dedup_near_clusters_verified_copies_and_keeps_the_smallest_id():
     assert decided == {"d1": ("d1", False), "d2": ("d1", True), "d0": ("d0", False), "d4": ("d0", True)}
 
 
-def test_the_guard_splits_a_chain_above_the_size_limit():
-    # A ~ B ~ C by verified links, A !~ C (word 5-shingle Jaccard 0.85, 0.81, 0.69): one component of 3
-    # without the guard, split with max_cluster_size 2
+def _chain() -> tuple[str, str, str]:
+    """A ~ B ~ C by verified links at threshold 0.75, A !~ C (word 5-shingle Jaccard 0.85, 0.81, 0.69)."""
     a = _doc(0, 200)
     b = _doc(0, 200, {i: f"b{i}" for i in range(0, 200, 50)})
     c = _doc(0, 200, {**{i: f"b{i}" for i in range(0, 200, 50)}, **{i: f"c{i}" for i in range(25, 200, 50)}})
+    return a, b, c
+
+
+def test_the_guard_splits_a_chain_above_the_size_limit():
+    # one component of 3 without the guard, split with max_cluster_size 2
+    a, b, c = _chain()
     texts = {"a": a, "b": b, "c": c}
     loose = _near(texts, MinHashConfig(threshold=0.75, num_perm=256))
     assert loose == {"a": ("a", False), "b": ("a", True), "c": ("a", True)}
@@ -232,3 +242,27 @@ def test_dedup_near_is_the_same_on_any_unit_layout():
         texts[f"doc{i:02d}"] = _doc(base, edits={rng.randrange(60): f"e{i}"})
     config = MinHashConfig(threshold=0.7)
     assert _near(texts, config, units=1) == _near(texts, config, units=4)
+
+
+def test_indexed_documents_are_never_linked_to_one_another():
+    # indexed a ~ b, and the run's c ~ b only: c names b, the indexed document it duplicates, not a
+    # through b; the run's d duplicates nothing
+    a, b, c = _chain()
+    config = MinHashConfig(threshold=0.75, num_perm=256)
+    decided = _near({"c": c, "d": _doc(300, 90)}, config, indexed={"a": a, "b": b})
+    assert decided == {"c": ("b", True)}
+
+
+def test_key_filter_has_no_false_negatives_and_few_false_positives():
+    rng = np.random.default_rng(0)
+    added, others = rng.integers(0, 2**63, 5_000, dtype=np.int64).astype(np.uint64), rng.integers(0, 2**63, 100_000, dtype=np.int64).astype(np.uint64)
+    assert dedup.key_filter_bits(5_000) == 1 << 20 and dedup.key_filter_bits(10**9) == 1 << 30
+    bits = 1 << 17  # 26 bits per key here
+    fn = dedup.KeyFilterCombineFn(bits)
+    halves = [fn.add_input(fn.create_accumulator(), part) for part in np.array_split(added, 2)]
+    words = fn.extract_output(fn.merge_accumulators(halves))
+    whole = fn.add_input(fn.create_accumulator(), added)
+    assert np.array_equal(words, whole) and words.shape == (bits // 64,)
+    assert dedup.key_filter_contains(words, added).all()
+    expected = (1 - np.exp(-2 * len(added) / bits)) ** 2
+    assert abs(dedup.key_filter_contains(words, others).mean() - expected) < 0.3 * expected

@@ -81,6 +81,7 @@ UNIT_BITS = 32
 ORDINAL_MASK = (1 << UNIT_BITS) - 1
 INDEX_UNIT_BASE = 1 << 24  # units of dedup index shards: INDEX_UNIT_BASE + shard number
 ROWS_PER_SHARD = 200_000  # documents per dedup shard (a shard's rows are sorted in one worker)
+FILTER_BITS_PER_KEY = 16  # key filter of the run's keys, which index rows must hit to take part
 _UNSTABLE, _SUMMARIES, _NODES, _SPLITS = "unstable", "summaries", "nodes", "splits"
 
 
@@ -197,6 +198,26 @@ def _shared_rows(keys: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.nda
     return keys[shared], refs[shared]
 
 
+def buckets_with_run_member(keys: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the buckets (key-sorted ``bucket_members`` rows) holding one of the run's documents at least:
+    indexed documents are never linked to one another, so a bucket of indexed documents only gives no link."""
+    if not len(keys):
+        return keys, refs
+    starts = group_starts(keys)
+    with_run = np.maximum.reduceat(unit_of(refs) < INDEX_UNIT_BASE, starts)
+    keep = np.repeat(with_run, np.diff(np.append(starts, len(keys))))
+    return keys[keep], refs[keep]
+
+
+def source_id_order(sources: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The positions of documents sorted by ``(source, id)`` (ids compare within a source: an index keeps its input's id type)."""
+    ranked = []
+    for source in np.unique(sources).tolist():
+        members = np.flatnonzero(sources == source)
+        ranked.append(members[np.argsort(ids[members], kind="stable")])
+    return np.concatenate(ranked) if ranked else np.zeros(0, np.int64)
+
+
 def star_links(keys: np.ndarray, order: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Star links of buckets: each member linked to its bucket's first member in ``order``.
 
@@ -286,6 +307,56 @@ def split_component(signatures: np.ndarray, threshold: float) -> np.ndarray:
         close = estimate_jaccard(signatures[open_rows], signatures[first]) >= threshold
         rep[open_rows[close]] = first
         rep[first] = first
+
+
+def key_filter_bits(keys: int) -> int:
+    """Bits of a key filter for about ``keys`` keys: ``FILTER_BITS_PER_KEY`` per key, a power of two in [2^20, 2^30]."""
+    return 1 << int(np.clip(np.ceil(np.log2(max(keys, 1) * FILTER_BITS_PER_KEY)), 20, 30))
+
+
+def _probes(keys: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The filter's two bit positions of each uint64 key: its low and its high 32 bits, modulo ``bits``."""
+    keys = np.asarray(keys, np.uint64)
+    mask = np.uint64(bits - 1)
+    return keys & mask, (keys >> np.uint64(32)) & mask
+
+
+def key_filter_add(words: np.ndarray, keys: np.ndarray) -> None:
+    """Add uint64 ``keys`` to a key filter (a Bloom filter of two probes over ``64 · len(words)`` bits), in place."""
+    for position in _probes(keys, 64 * len(words)):
+        np.bitwise_or.at(words, position >> np.uint64(6), np.uint64(1) << (position & np.uint64(63)))
+
+
+def key_filter_contains(words: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """(n,) bool: True for every key added (never a false negative), and for about ``(1 - e^(-2/b))^2`` of the others
+    (b bits per added key: 1.4% at 16)."""
+    hit = np.ones(len(keys), bool)
+    for position in _probes(keys, 64 * len(words)):
+        hit &= (words[position >> np.uint64(6)] >> (position & np.uint64(63))) & np.uint64(1) == 1
+    return hit
+
+
+class KeyFilterCombineFn(beam.CombineFn):
+    """uint64 key arrays -> the key filter of all their keys: ``(bits / 64,)`` uint64 words."""
+
+    def __init__(self, bits: int):
+        self._bits = bits
+
+    def create_accumulator(self):
+        return np.zeros(self._bits // 64, np.uint64)
+
+    def add_input(self, accumulator, keys):
+        key_filter_add(accumulator, keys)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = None
+        for words in accumulators:
+            merged = words if merged is None else np.bitwise_or(merged, words, out=merged)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
 
 
 def cluster_id(source: int, doc_id) -> int:
@@ -456,7 +527,7 @@ def _band_shards(element, bands: int, rows: int, shards: int):
 def _shared_buckets(element):
     """(shard, [(keys, refs)]) -> (unit, (keys, refs)) of the members of buckets shared by two or more documents."""
     _, parts = element
-    keys, refs = bucket_members(*concat_parts(parts))
+    keys, refs = buckets_with_run_member(*bucket_members(*concat_parts(parts)))
     for unit, mask in unit_masks(refs):
         yield unit, (keys[mask], refs[mask])
 
@@ -482,10 +553,11 @@ def _bucket_links(element):
     """(shard, [(keys, refs, sources, ids)]) -> (unit of the larger end, (larger, smaller)) star links."""
     _, parts = element
     keys, refs, sources, ids = concat_parts(parts)
-    ranked = sorted(range(len(refs)), key=lambda i: (sources[i], ids[i]))
     order = np.empty(len(refs), np.int64)
-    order[ranked] = np.arange(len(refs))
+    order[source_id_order(sources, ids)] = np.arange(len(refs))
     larger, smaller = star_links(keys, order, refs)
+    with_run = unit_of(smaller) < INDEX_UNIT_BASE  # indexed documents are never linked to one another
+    larger, smaller = larger[with_run], smaller[with_run]
     for unit, mask in unit_masks(larger):
         yield unit, (larger[mask], smaller[mask])
 
