@@ -12,7 +12,10 @@ and then lists them in ``index.json``: a later run appends, and a killed run lea
 shards, which are ignored. ``--against DIR`` (repeatable) makes the indexed documents take part in
 the run's exact groups and LSH buckets, first in the order: a record that duplicates one is
 dropped with ``winnow_duplicate_of`` = the indexed document's id and ``winnow_duplicate_source`` =
-the index. Indexed documents are never read as text and never selected.
+the index. Indexed documents are never read as text and never selected, and never linked to one
+another (each was kept by the run that indexed it). So an indexed row matters only when it shares
+an exact hash or an LSH band key with one of the run's records: the run's keys form a key filter
+(``dedup.KeyFilterCombineFn``, a side input), and each index shard yields only the rows that hit it.
 
 The options that must match between an index and a run are stored and checked before the run: the
 exact key's normalization, and for near duplicates the signature's num_perm, shingle, shingle

@@ -3,7 +3,9 @@
 Documents are named by a ``docref``, ``unit << 32 | ordinal`` (their work unit and their place in
 it), and ordered by ``(source, id)``: the documents of a dedup index (``--against``) first, in
 index order, then the run's own, each by its id. "Smallest" below means first in that order, so a
-duplicate of an indexed document always names the indexed one.
+duplicate of an indexed document always names the indexed one. Indexed documents are never linked
+to one another (buckets of indexed documents only are dropped, and so are links between two), so
+the caller may pass only the indexed rows that share a key with the run's (``key_filter_*``).
 
 Exact (``DedupExact``): the key is ``blake2b-128(normalize_text(text))`` (NFKC, case folding,
 whitespace collapsing; each switchable in ``ExactDedupConfig``). Rows are spread over shards by
