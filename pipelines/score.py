@@ -252,12 +252,17 @@ class _EmbedSampleFn(beam.DoFn):
             if not batch.ids:
                 continue
             ranks = seeded.sample_rank(batch.ids, self._seed)
-            chosen = np.flatnonzero(ranks <= np.uint64(largest_rank))
+            chosen = within_sample(ranks, largest_rank)
             if len(chosen):
                 found, _ = embed.embed_texts([batch.texts[i] for i in chosen], self._vectorizer, projection)
                 for i, vector in zip(chosen.tolist(), found):
                     yield int(ranks[i]), str(batch.ids[i]), vector
         self._reporter.unit_done(unit.size)
+
+
+def within_sample(ranks: np.ndarray, largest_rank: int) -> np.ndarray:
+    """Positions of the ``seeded.sample_rank`` ranks (signed int64) at most ``largest_rank``, the sample's largest."""
+    return np.flatnonzero(ranks <= np.int64(largest_rank))
 
 
 def _field_widths(ids_and_values) -> dict[int, int]:
