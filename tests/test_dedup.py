@@ -125,6 +125,8 @@ def test_split_component_groups_members_around_similar_representatives():
     rep = dedup.split_component(np.stack([a, b, c]), threshold=0.8)
     assert rep.tolist() == [0, 0, 2]
     assert dedup.split_component(np.stack([a, a, a]), 0.8).tolist() == [0, 0, 0]
+    # past max_groups representatives, the members left stay alone
+    assert dedup.split_component(np.stack([a, c, a, b, c]), 0.8, max_groups=1).tolist() == [0, 1, 0, 0, 4]
 
 
 def test_cluster_id_is_stable_and_depends_on_source():

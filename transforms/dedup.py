@@ -34,8 +34,10 @@ yet A~B~C~... drifts. A component of more than ``max_cluster_size`` members is s
 smallest unassigned member becomes a representative, every unassigned member whose estimated
 Jaccard with it is ``>= threshold`` joins it, and so on until every member is assigned; so every
 dropped member of a split component is itself similar to the record it names. The cost is
-O(m · g · P) for a component of m members that splits into g groups, bounded by the affected
-components, never by the corpus. The stats report every split component: its size before, its
+O(m · g · P) for a component of m members that splits into g groups, and g is capped at
+``MAX_SPLIT_GROUPS``: members left after that many representatives stay alone (kept: less
+deduplication, never more), so a component costs at most O(m · MAX_SPLIT_GROUPS · P), bounded by
+the affected components, never by the corpus. The stats report every split component: its size before, its
 largest group after, and a sample of its members.
 
 Connected components (Kiveris, Lattanzi, Mirrokni, Rastogi & Vassilvitskii 2014, "Connected
@@ -83,6 +85,7 @@ UNIT_BITS = 32
 ORDINAL_MASK = (1 << UNIT_BITS) - 1
 INDEX_UNIT_BASE = 1 << 24  # units of dedup index shards: INDEX_UNIT_BASE + shard number
 ROWS_PER_SHARD = 200_000  # documents per dedup shard (a shard's rows are sorted in one worker)
+MAX_SPLIT_GROUPS = 1_000  # representatives the guard makes in one component at most
 FILTER_BITS_PER_KEY = 16  # key filter of the run's keys, which index rows must hit to take part
 _UNSTABLE, _SUMMARIES, _NODES, _SPLITS = "unstable", "summaries", "nodes", "splits"
 
@@ -293,22 +296,24 @@ def small_star(larger: np.ndarray, smaller: np.ndarray) -> tuple[np.ndarray, np.
     return members[linked], centres[linked], int((sizes > 1).sum())
 
 
-def split_component(signatures: np.ndarray, threshold: float) -> np.ndarray:
+def split_component(signatures: np.ndarray, threshold: float, max_groups: int = MAX_SPLIT_GROUPS) -> np.ndarray:
     """The guard's groups of one component: (m,) int64, the member index of each member's representative.
 
     Members come in (source, id) order. The first unassigned member is a representative; every
     unassigned member with ``estimate_jaccard(member, representative) >= threshold`` joins it.
+    After ``max_groups`` representatives, every member still unassigned is its own.
     """
-    m = len(signatures)
-    rep = np.full(m, -1, dtype=np.int64)
-    while True:
-        open_rows = np.flatnonzero(rep < 0)
+    rep = np.arange(len(signatures), dtype=np.int64)
+    open_rows = rep
+    for _ in range(max_groups):
         if not len(open_rows):
-            return rep
+            break
         first = open_rows[0]
         close = estimate_jaccard(signatures[open_rows], signatures[first]) >= threshold
+        close[0] = True
         rep[open_rows[close]] = first
-        rep[first] = first
+        open_rows = open_rows[~close]
+    return rep
 
 
 def key_filter_bits(keys: int) -> int:
