@@ -164,3 +164,18 @@ def test_an_index_on_a_beam_filesystem_round_trips(tmp_path, monkeypatch):
     for original in kept:
         row = scores[f"copy-{original}"]
         assert (row[schema.DROP_REASON], row[schema.DUPLICATE_OF], row[schema.DUPLICATE_SOURCE]) == ("exact_duplicate", original, "rooted://idx")
+
+
+def test_dedup_against_an_index_decides_the_same_on_parallel_workers(tmp_path):
+    raw, _ = make_demo_corpus.build(code_docs=20)
+    first = _write_jsonl(tmp_path / "a" / "a.jsonl", raw[:150])
+    second = _write_jsonl(tmp_path / "b" / "b.jsonl", raw[150:] + [{"id": f"copy-{r['id']}", "text": r["text"]} for r in raw[:150:10]])
+    assert cli.main(["dedup", "--input", first, "--output", str(tmp_path / "o1"), "--index", str(tmp_path / "index")]) == 0
+    decisions = []
+    for name, flags in (("memory", []), ("workers", ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])):
+        output = tmp_path / name
+        assert cli.main(["dedup", "--input", second, "--output", str(output), "--against", str(tmp_path / "index"), "--write-scores", *flags]) == 0
+        rows = _table(output / "scores").to_pylist()
+        decisions.append(sorted((r["id"], r[schema.DROP_REASON], r[schema.DUPLICATE_OF], r[schema.DUPLICATE_SOURCE]) for r in rows))
+    assert decisions[0] == decisions[1]
+    assert sum(1 for _, _, _, source in decisions[0] if source is not None) >= 15  # the copies name indexed documents
