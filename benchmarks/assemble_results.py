@@ -6,7 +6,8 @@ Usage: ``python benchmarks/assemble_results.py``
 import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
-ORDER = ("pipeline", "scale", "stages", "references", "dsir", "zipfit", "dedup", "kmeans", "vendi", "combined")
+ORDER = ("pipeline", "scale", "stages", "references", "dsir", "zipfit", "dedup", "dedup_incremental", "megacluster", "kmeans",
+         "diversity", "diversity_pipeline", "diversity_scale", "vendi")
 
 
 def main() -> None:

@@ -100,12 +100,12 @@ def main(argv=None) -> int:
         f"`{shlex.join(['winnow', 'select', '--input', 'CORPUS/*', '--output', 'OUT', '--fraction', '0.1', '--method', 'random', '--write-scores'])}` "
         "plus the runner flags.",
         "",
-        "| runner mode | wall s | docs/s | MB/s | peak RSS MB (largest process) | build / run / report s |",
+        "| runner mode | wall s | docs/s | MB/s | peak RSS MB (largest process) | score / decide+write pass s |",
         "|---|---|---|---|---|---|",
     ]
     for name, seconds, docs_s, mb_s, peak, timings in rows:
         lines.append(f"| {name} | {seconds:.1f} | {docs_s:,.0f} | {mb_s:.2f} | {peak} | "
-                     f"{timings['build']:.1f} / {timings['run']:.1f} / {timings['report']:.1f} |")
+                     f"{timings['score']:.1f} / {timings['decide_write']:.1f} |")
     publish(lines, args.out, __file__, argv, load_before)
     return 0
 
