@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import local_pipeline
+from tests.helpers import local_pipeline
 from winnow.transforms import combined
 from winnow.transforms.combined import (
     EMPTY_MOMENTS,

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from examples.make_demo_corpus import build
-from helpers import local_pipeline
+from tests.helpers import local_pipeline
 from winnow.transforms import dsir, schema, seeded, text
 from winnow.transforms.dsir import (
     BudgetCountsCombineFn,

@@ -13,7 +13,7 @@ from scipy import sparse
 from sklearn.feature_extraction.text import TfidfTransformer
 
 from examples.make_demo_corpus import build
-from helpers import local_pipeline
+from tests.helpers import local_pipeline
 from winnow.transforms import seeded
 from winnow.transforms.embed import (
     DEFAULT_DIM,

@@ -12,7 +12,7 @@ import pytest
 from apache_beam.testing.util import assert_that
 from sklearn.cluster import KMeans
 
-from helpers import local_pipeline
+from tests.helpers import local_pipeline
 from winnow.transforms import kmeans, seeded
 from winnow.transforms.kmeans import (
     EMPTY_STATS,

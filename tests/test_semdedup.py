@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from helpers import local_pipeline
+from tests.helpers import local_pipeline
 from winnow.transforms import semdedup
 from winnow.transforms.semdedup import DedupStatsCombineFn, SemDedupConfig, group_part, group_parts, semantic_duplicates
 

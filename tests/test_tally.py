@@ -6,7 +6,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from helpers import local_pipeline
+from tests.helpers import local_pipeline
 from winnow.transforms import tally
 
 

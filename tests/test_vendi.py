@@ -9,7 +9,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from vendi_score import vendi as reference
 
-from helpers import local_pipeline
+from tests.helpers import local_pipeline
 from winnow.transforms import vendi
 from winnow.transforms.vendi import (
     EMPTY_SCORE,

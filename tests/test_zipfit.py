@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from zip_fit.zipfit import ZIPFIT
 
 from examples.make_demo_corpus import build
-from helpers import local_pipeline
+from tests.helpers import local_pipeline
 from winnow.transforms import seeded
 from winnow.transforms import zipfit as zf
 from winnow.transforms.schema import ZIPFIT_ALIGNMENT
