@@ -248,7 +248,7 @@ class _IndexRowsFn(beam.DoFn):
         if exact:
             hashes = features.hashes_of(rows.column(features.EXACT_HASH))
             ordinals = np.flatnonzero(dedup.key_filter_contains(run_keys, hashes[:, 0]))
-            yield unit, ordinals, _ids(rows)[ordinals], hashes[ordinals]
+            yield unit, ordinals, _ids(rows.take(pa.array(ordinals))), hashes[ordinals]
         else:
             signatures = features.signatures_of(rows.column(features.SIGNATURE))
             keys = band_keys(signatures, *self._band_rows)
@@ -343,7 +343,7 @@ class _SemanticDedupFn(beam.DoFn):
     def process(self, element):
         _, parts = element
         refs, ids, found = dedup.concat_parts(parts)
-        order = sorted(range(len(ids)), key=lambda i: ids[i])
+        order = np.argsort(ids, kind="stable")
         refs, ids, found = refs[order], ids[order], found[order]
         duplicate_of = semdedup.semantic_duplicates(found, self._eps)
         duplicates = duplicate_of >= 0
@@ -727,7 +727,7 @@ class _DiversityKeysFn(beam.DoFn):
     def process(self, element, pool_gram, n_candidates: int, n_select: int):
         _, parts = element
         refs, ids, lengths, found = dedup.concat_parts(parts)
-        order = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
         keys = diversity.diversity_keys(found[order], lengths[order], n_candidates, n_select, pool_gram, self._config)
         refs, ids = refs[order], ids[order]
         for unit, mask in dedup.unit_masks(refs):

@@ -138,6 +138,12 @@ def source_of(unit: int, run_source: int) -> int:
     return run_source if unit < INDEX_UNIT_BASE else index_of_unit(unit)
 
 
+def sources_of(refs: np.ndarray, run_source: int) -> np.ndarray:
+    """(n,) int64 ``source_of`` the unit of each docref."""
+    units = unit_of(refs)
+    return np.where(units < INDEX_UNIT_BASE, run_source, (units - INDEX_UNIT_BASE) >> 16)
+
+
 def index_of_unit(unit: int) -> int:
     """The dedup index (0-based, ``--against`` order) of an index unit: set by ``IndexUnits``."""
     return (unit - INDEX_UNIT_BASE) >> 16
@@ -445,14 +451,17 @@ class _ExactShardFn(beam.DoFn):
     def process(self, element):
         _, parts = element
         hashes, refs, ids = concat_parts(parts)
-        order = np.lexsort((hashes[:, 1], hashes[:, 0]))
+        sources = sources_of(refs, self._run_source)
+        rank = np.empty(len(refs), np.int64)
+        rank[source_id_order(sources, ids)] = np.arange(len(refs))
+        order = np.lexsort((rank, hashes[:, 1], hashes[:, 0]))  # by key, then (source, id) within a key
         starts = group_starts(hashes[order])
         sizes = np.diff(np.append(starts, len(order)))
         dropped_refs, kept_ids, kept_sources = [], [], []
         for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
-            members = sorted(order[start : start + size].tolist(), key=lambda i: (source_of(int(refs[i]) >> UNIT_BITS, self._run_source), ids[i]))
+            members = order[start : start + size].tolist()
             kept = members[0]
-            kept_source = source_of(int(refs[kept]) >> UNIT_BITS, self._run_source)
+            kept_source = int(sources[kept])
             for member in members[1:]:
                 dropped_refs.append(refs[member])
                 kept_ids.append(ids[kept])
@@ -658,20 +667,22 @@ class _DecideComponentFn(beam.DoFn):
 
     def process(self, element):
         _, members = element
-        members = sorted({int(ref): info for ref, info in members}.items(),
-                         key=lambda item: (source_of(item[0] >> UNIT_BITS, self._run_source), item[1][0]))
-        refs = np.array([ref for ref, _ in members], np.int64)
-        ids = np.array([info[0] for _, info in members], dtype=object)
+        unique = {int(ref): info for ref, info in members}
+        refs = np.fromiter(unique, np.int64, len(unique))
+        infos = list(unique.values())
+        order = source_id_order(sources_of(refs, self._run_source), np.array([info[0] for info in infos], dtype=object))
+        refs, members = refs[order], [infos[i] for i in order.tolist()]
+        ids = np.array([info[0] for info in members], dtype=object)
         rep = np.zeros(len(members), np.int64)
         if len(members) > self._max:
-            signatures = np.stack([np.frombuffer(info[1], dtype="<u4") for _, info in members])
+            signatures = np.stack([np.frombuffer(info[1], dtype="<u4") for info in members])
             rep = split_component(signatures, self._threshold)
             sizes = np.bincount(rep, minlength=len(members))
             yield beam.pvalue.TaggedOutput(_SPLITS, {
                 "size": len(members), "groups": int((sizes > 0).sum()), "largest_group": int(sizes.max()),
                 "kept": str(ids[0]), "sample": [str(i) for i in ids[:GROUP_SAMPLE]],
             })
-        sources = np.array([source_of(int(r) >> UNIT_BITS, self._run_source) for r in refs[rep]], np.int64)
+        sources = sources_of(refs[rep], self._run_source)
         clusters = np.array([cluster_id(int(s), i) for s, i in zip(sources, ids[rep])], np.int64)
         for group in np.unique(rep).tolist():
             in_group = np.flatnonzero(rep == group)
