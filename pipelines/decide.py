@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from winnow.pipelines import features, metrics, progress
+from winnow.pipelines import dedup_cache, features, metrics, progress
+from winnow.pipelines.dedup_cache import DedupCache
 from winnow.pipelines.features import FeaturesTable
 from winnow.transforms import combined, deadletter, dedup, diversity, dsir, io, kmeans, quotas, schema, seeded, select, semdedup, tally, vectors
 from winnow.transforms.combined import CombinedConfig
@@ -125,6 +126,7 @@ class Layout:
         centroids: the k-means centroids (the complexity strategy), or None.
         index_units: dedup index units -> their shard paths.
         progress: the progress folder, or None.
+        dedup_cache: the features table's saved dedup decisions this run reads or writes, or None.
     """
 
     table: FeaturesTable
@@ -141,6 +143,7 @@ class Layout:
     centroids: np.ndarray | None = None
     index_units: dict = dataclasses.field(default_factory=dict)
     progress: str | None = None
+    dedup_cache: DedupCache | None = None
 
     def part(self, kind: str, unit: int, suffix: str) -> str:
         return FileSystems.join(self.output, kind, f"part-{unit:05d}{suffix}")
@@ -865,16 +868,12 @@ def _semantic_dedup(pool, keyed, layout: Layout, config: SemDedupConfig):
     return remaining, decided.drops, stats
 
 
-def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout, complexity_neighbors: int = kmeans.COMPLEXITY_NEIGHBORS
-                 ) -> dict[str, beam.PCollection]:
-    """Add the decide and write passes to ``pipeline``; returns the run's stats as singleton PCollections."""
-    stats: dict[str, beam.PCollection] = {}
-    score_columns = method_columns(options.method, layout.table_columns)
-    units = pipeline | "ListUnits" >> beam.Create([u.index for u in layout.units]) | "SpreadUnits" >> beam.Reshuffle()
-    keyed = units | "KeyUnits" >> beam.Map(lambda unit: (unit, None))
+def _dedup(pipeline, units, keyed, options: DecideOptions, layout: Layout) -> tuple[dict, dict]:
+    """The exact and near dedup steps of ``options.dedup``: ({"exact", "near": per-unit decisions}, their stats)."""
     run_source = len(options.against)
     index_units = sorted(layout.index_units)
     streams: dict[str, beam.PCollection] = {}
+    stats: dict[str, beam.PCollection] = {}
     if "exact" in options.dedup:
         # unit -> (unit, ordinals, ids, hashes) -> exact drops per unit
         rows = units | "ExactRows" >> beam.ParDo(_ExactRowsFn(layout.table))
@@ -901,8 +900,30 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
         near = signed | "DedupNear" >> dedup.DedupNear(options.minhash, source, layout.shards * band_rows[0], run_source)
         streams["near"] = near["decisions"]
         stats["dedup_minhash"] = near["stats"]
+    return streams, stats
+
+
+def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout, complexity_neighbors: int = kmeans.COMPLEXITY_NEIGHBORS
+                 ) -> dict[str, beam.PCollection]:
+    """Add the decide and write passes to ``pipeline``; returns the run's stats as singleton PCollections."""
+    stats: dict[str, beam.PCollection] = {}
+    score_columns = method_columns(options.method, layout.table_columns)
+    units = pipeline | "ListUnits" >> beam.Create([u.index for u in layout.units]) | "SpreadUnits" >> beam.Reshuffle()
+    keyed = units | "KeyUnits" >> beam.Map(lambda unit: (unit, None))
+    cache = layout.dedup_cache
+    if cache is not None and cache.reuse:
+        streams, dedup_stats = dedup_cache.load(pipeline, units, cache, options.dedup)
+    else:
+        streams, dedup_stats = _dedup(pipeline, units, keyed, options, layout)
+    stats.update(dedup_stats)
+    joined = _join(keyed, dict(streams), "JoinDedup")
+    if cache is not None and not cache.reuse:
+        dedup_cache.save(joined, cache)
+    # one element per unit and step from here on (a component or shard each before): cheaper joins
+    merged = joined | "MergeDedup" >> beam.FlatMap(dedup_cache.merged_outputs).with_outputs(*dedup_cache.STREAMS)
+    streams = {name: merged[name] for name in streams}
     # unit + its dedup decisions -> (unit, Pool) of eligible rows; too-short rows on the side
-    pooled = _join(keyed, dict(streams), "JoinDedup") | "Pool" >> beam.ParDo(
+    pooled = joined | "Pool" >> beam.ParDo(
         _PoolFn(layout.table, options, score_columns)).with_outputs("too_short", main="pool")
     pool = pooled.pool
     streams["too_short"] = pooled.too_short
@@ -948,8 +969,8 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
     plotted = [name for name in PLOTTED if name in score_columns]
     vectors_wanted = options.clusters and features.EMBEDDING in layout.table_columns
     # ids must be unique: decisions and ties go by id. The check is a side input of the first step that
-    # writes, so a duplicate fails the job before any output is written.
-    duplicate = (
+    # writes, so a duplicate fails the job before any output is written. Saved dedup decisions passed it.
+    duplicate = pipeline | "CheckedIds" >> beam.Create([[]]) if cache is not None and cache.reuse else (
         units
         | "IdShards" >> beam.ParDo(_IdShardsFn(layout.table, layout.units, max(1, layout.shards * dedup.ROWS_PER_SHARD // ID_SHARD_ROWS)))
         | "GroupIds" >> beam.GroupByKey()

@@ -18,7 +18,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from winnow.pipelines import decide, dedup_index, features, options, progress, report, runner, score
+from winnow.pipelines import decide, dedup_cache, dedup_index, features, options, progress, report, runner, score
 from winnow.pipelines.features import FeaturesError, FeaturesTable
 from winnow.transforms import dedup, io, schema
 from winnow.transforms.dsir import DsirConfig
@@ -295,7 +295,8 @@ def run(job, argv: list[str], beam_flags: list[str], args) -> dict:
     if reselect:  # the scores are the table's: its scoring options, whatever this command line leaves out
         scoring = scoring_from_manifest(manifest["scoring"], job.deciding.minhash)
         runs_dsir = job.deciding.method == "dsir" or (job.deciding.method == "combined" and scoring.dsir is not None)
-        job = dataclasses.replace(job, scoring=scoring, deciding=dataclasses.replace(job.deciding, runs_dsir=runs_dsir))
+        minhash = scoring.minhash or job.deciding.minhash  # the table's shingles and permutations, this run's bands and threshold
+        job = dataclasses.replace(job, scoring=scoring, deciding=dataclasses.replace(job.deciding, runs_dsir=runs_dsir, minhash=minhash))
     runner.prepare_output(job.output, job.mode, reads_from=job.features_dir)
     folder = tempfile.mkdtemp(prefix="winnow-progress-") if runner.is_local(beam_flags) else None
     timings = {"plan": round(time.perf_counter() - started, 3)}
@@ -318,6 +319,10 @@ def run(job, argv: list[str], beam_flags: list[str], args) -> dict:
         index_options = dedup_index.index_options(manifest["scoring"])
         if job.deciding.against:
             layout = dataclasses.replace(layout, index_units=dedup_index.against_units(list(job.deciding.against), index_options))
+        cache = dedup_cache.dedup_cache(table, job.deciding.dedup, job.deciding.minhash, job.deciding.against, owns_table=not reselect)
+        if cache is not None and cache.reuse:
+            LOG.info("dedup: reusing the decisions saved in %s (same dedup options)", cache.root)
+        layout = dataclasses.replace(layout, dedup_cache=cache)
         if job.dedup_index:
             prefix = dedup_index.prepare_output(job.dedup_index, index_options)
             job = dataclasses.replace(job, deciding=dataclasses.replace(job.deciding, index_shards=FileSystems.join(job.dedup_index, prefix)))
@@ -329,6 +334,8 @@ def run(job, argv: list[str], beam_flags: list[str], args) -> dict:
         result, timings["decide_write"] = _run(build, beam_flags, folder, "write", sum(u.size for u in layout.units))
         stats = features.read_json(stats_path)
         FileSystems.delete([stats_path])
+        if cache is not None and not cache.reuse:
+            dedup_cache.publish(cache, stats)
         if job.dedup_index:
             dedup_index.publish(job.dedup_index, index_options, prefix, {int(k): v for k, v in stats.pop("index_rows").items()})
         _remove_write_markers(job.output)

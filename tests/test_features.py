@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -72,6 +73,30 @@ def test_reselection_from_the_features_table_equals_a_full_run(combined_run, tmp
     assert _scores(again) == _scores(full)
     assert not (again / "features").exists()  # re-selection reads the table, it does not copy it
     assert _report(again)["timings_s"].keys() >= {"decide_write"} and "score" not in _report(again)["timings_s"]
+
+
+def test_reselection_reuses_the_saved_dedup_decisions_of_the_same_dedup_options(combined_run, tmp_path):
+    """The full run saves its dedup decisions beside the table; a re-selection with the same dedup options
+    reads them (seen by altering them), one with another threshold deduplicates again."""
+    argv, output = combined_run
+    saved = list((output / "features").glob("dedup-*"))
+    assert len(saved) == 1 and (saved[0] / "stats.json").exists()
+    table = tmp_path / "features"
+    shutil.copytree(output / "features", table)
+    cache = table / saved[0].name
+    near_dropped = 0
+    for path in cache.glob("unit-*.pkl"):
+        decisions = pickle.loads(path.read_bytes())
+        if "near" in decisions:  # (ordinals, kept ids, kept sources, clusters, dropped)
+            near_dropped += int(decisions.pop("near")[4].sum())
+        path.write_bytes(pickle.dumps(decisions))  # as if no record of the unit had a near duplicate
+    assert near_dropped > 0
+    selection = ["--method", "random", "--num-select", "77", "--seed", "2", "--features", str(table)]
+    assert _run(*selection, "--dedup", "exact,minhash", "--output", str(tmp_path / "same")) == 0
+    assert "near_duplicate" not in _report(tmp_path / "same")["counts"]["dropped"]
+    assert _run(*selection, "--dedup", "exact,minhash", "--dedup-threshold", "0.7", "--output", str(tmp_path / "other")) == 0
+    assert _report(tmp_path / "other")["counts"]["dropped"]["near_duplicate"] >= near_dropped
+    assert len(list(table.glob("dedup-*"))) == 1  # a re-selection does not write into the table it reads
 
 
 def test_reselection_may_omit_the_inputs_but_not_change_a_scoring_option(combined_run, tmp_path, capsys):

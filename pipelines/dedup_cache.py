@@ -1,0 +1,125 @@
+"""The dedup decisions of a features table, kept beside it so that re-selection does not deduplicate again.
+
+Deduplication depends only on the features table and the dedup options, never on the selection
+options, so the run that owns a features table saves its decide pass's dedup decisions under
+``features/dedup-<key>/`` (``key`` = a hash of the dedup options); a later ``--features`` run with
+the same dedup options reads them instead of rerunning the exact and LSH shuffles, the connected
+components and the id check (the saved decisions exist only if that check passed)::
+
+    dedup-<key>/unit-00000.pkl   the unit's decisions, one tuple of arrays per dedup step (``merge_streams``)
+    dedup-<key>/stats.json       the dedup stats of the report; written last, it marks the set complete
+
+Runs with ``--against`` neither save nor reuse decisions: the indexes they read can change.
+"""
+
+import dataclasses
+import hashlib
+import json
+import pickle
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from winnow.pipelines import features
+from winnow.pipelines.features import FeaturesTable
+from winnow.transforms import dedup
+
+VERSION = 1
+STREAMS = ("exact", "near")  # the dedup steps' per-unit decision streams
+STATS = ("dedup_exact", "dedup_minhash")  # their report stats
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupCache:
+    """Where one set of dedup decisions of a features table lives, and whether this run reads or writes it."""
+
+    root: str
+    reuse: bool  # True: the set is complete and this run reads it; False: this run writes it
+
+    def unit_path(self, unit: int) -> str:
+        return FileSystems.join(self.root, f"unit-{unit:05d}.pkl")
+
+    @property
+    def stats_path(self) -> str:
+        return FileSystems.join(self.root, "stats.json")
+
+
+def cache_key(dedup: str, minhash) -> str:
+    """A short hash of the options dedup decisions depend on (the steps, the MinHash config, the format)."""
+    options = {"version": VERSION, "dedup": dedup, "minhash": dataclasses.asdict(minhash) if "minhash" in dedup else None}
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def dedup_cache(table: FeaturesTable, dedup: str, minhash, against: tuple, owns_table: bool) -> DedupCache | None:
+    """The cache this run reads (complete, any run) or writes (the table's own run), else None."""
+    if dedup == "none" or against:
+        return None
+    root = table.path(f"dedup-{cache_key(dedup, minhash)}")
+    cache = DedupCache(root, reuse=True)
+    if features.exists(cache.stats_path):
+        return cache
+    return DedupCache(root, reuse=False) if owns_table else None
+
+
+def merge_streams(grouped: dict) -> dict[str, tuple]:
+    """A unit's grouped decisions -> {stream: one tuple of arrays}: the parts (one per component or
+    shard that reached the unit) joined column by column, for the streams that have any."""
+    merged = {}
+    for name in STREAMS:
+        parts = list(grouped.get(name, []))
+        if parts:
+            merged[name] = tuple(dedup.concat_parts(parts))
+    return merged
+
+
+def merged_outputs(element):
+    """(unit, grouped decisions) -> ``(unit, merged decisions)`` on the output of each stream."""
+    unit, grouped = element
+    for name, decisions in merge_streams(grouped).items():
+        yield beam.pvalue.TaggedOutput(name, (unit, decisions))
+
+
+def publish(cache: DedupCache, stats: dict) -> None:
+    """Write the stats file that completes a written set (after the pass that wrote its units succeeded)."""
+    features.write_json(cache.stats_path, {name: stats[name] for name in STATS if name in stats})
+
+
+class _SaveUnitFn(beam.DoFn):
+    """(unit, {"exact", "near": decisions}) -> the unit's file of the cache."""
+
+    def __init__(self, cache: DedupCache):
+        self._cache = cache
+
+    def process(self, element):
+        unit, grouped = element
+        decisions = merge_streams(grouped)
+        features.write_bytes(self._cache.unit_path(unit), pickle.dumps(decisions, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class _LoadUnitFn(beam.DoFn):
+    """Unit -> its saved decisions, on the outputs ``exact`` and ``near`` as the dedup steps emit them."""
+
+    def __init__(self, cache: DedupCache):
+        self._cache = cache
+
+    def process(self, unit: int):
+        for name, decisions in pickle.loads(features.read_bytes(self._cache.unit_path(unit))).items():
+            yield beam.pvalue.TaggedOutput(name, (unit, decisions))
+
+
+def save(joined: beam.PCollection, cache: DedupCache) -> None:
+    """Write every unit's decisions (``joined``: each unit with its dedup streams grouped)."""
+    _ = joined | "SaveDedup" >> beam.ParDo(_SaveUnitFn(cache))
+
+
+def load(pipeline: beam.Pipeline, units: beam.PCollection, cache: DedupCache, dedup_steps: str) -> tuple[dict, dict]:
+    """The saved decision streams and stats of the steps in ``dedup_steps``: ({stream: PCollection}, {stat: PCollection})."""
+    loaded = units | "LoadDedup" >> beam.ParDo(_LoadUnitFn(cache)).with_outputs(*STREAMS)
+    saved = features.read_json(cache.stats_path)
+    steps = {"exact": ("exact", "dedup_exact"), "minhash": ("near", "dedup_minhash")}
+    streams, stats = {}, {}
+    for step, (stream, stat) in steps.items():
+        if step in dedup_steps:
+            streams[stream] = loaded[stream]
+            stats[stat] = pipeline | f"Saved{stat.title().replace('_', '')}" >> beam.Create([saved[stat]])
+    return streams, stats
