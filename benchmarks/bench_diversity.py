@@ -691,8 +691,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=pathlib.Path)
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
-    lines = ["## Diversity selection", ""]
-    for section in args.section or SECTIONS:
+    sections = args.section or SECTIONS
+    lines = [f"## Diversity selection: {', '.join(sections)}", ""]
+    for section in sections:
         start = time.perf_counter()
         lines += SECTION_FUNCTIONS[section]()
         lines += ["", f"_({section}: {time.perf_counter() - start:.0f} s wall)_", ""]

@@ -23,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from winnow.pipelines import features
 from winnow.pipelines.features import FeaturesTable
 from winnow.transforms import dedup
+from winnow.transforms.minhash import MinHashConfig
 
 VERSION = 1
 STREAMS = ("exact", "near")  # the dedup steps' per-unit decision streams
@@ -44,17 +45,18 @@ class DedupCache:
         return FileSystems.join(self.root, "stats.json")
 
 
-def cache_key(dedup: str, minhash) -> str:
+def cache_key(steps: str, minhash: MinHashConfig) -> str:
     """A short hash of the options dedup decisions depend on (the steps, the MinHash config, the format)."""
-    options = {"version": VERSION, "dedup": dedup, "minhash": dataclasses.asdict(minhash) if "minhash" in dedup else None}
+    options = {"version": VERSION, "dedup": steps, "minhash": dataclasses.asdict(minhash) if "minhash" in steps else None}
     return hashlib.sha256(json.dumps(options, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
-def dedup_cache(table: FeaturesTable, dedup: str, minhash, against: tuple, owns_table: bool) -> DedupCache | None:
-    """The cache this run reads (complete, any run) or writes (the table's own run), else None."""
-    if dedup == "none" or against:
+def dedup_cache(table: FeaturesTable, steps: str, minhash: MinHashConfig, against: tuple, owns_table: bool) -> DedupCache | None:
+    """The saved decisions of ``steps`` ("exact", "minhash", "exact,minhash") this run reads (complete,
+    any run) or writes (the table's own run), else None."""
+    if steps == "none" or against:
         return None
-    root = table.path(f"dedup-{cache_key(dedup, minhash)}")
+    root = table.path(f"dedup-{cache_key(steps, minhash)}")
     cache = DedupCache(root, reuse=True)
     if features.exists(cache.stats_path):
         return cache

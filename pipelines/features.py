@@ -7,6 +7,7 @@ Layout of ``OUTPUT/features/`` (Parquet and JSON on any Beam filesystem)::
                            k-means centroids) and its summary; fit.json marks it complete
     unit-00000.parquet     the rows of work unit 0, in record order (row i = ordinal i)
     unit-00000.json        its completion marker: counts, the unit's Arrow schema, conflicts
+    dedup-<key>/           the dedup decisions of the run that made the table (``dedup_cache.py``)
 
 A unit is complete only when its marker exists: renames are not atomic on object stores, so the
 marker is written after the shard. A rerun with ``--resume`` scores only the units without one.

@@ -99,6 +99,19 @@ def test_reselection_reuses_the_saved_dedup_decisions_of_the_same_dedup_options(
     assert len(list(table.glob("dedup-*"))) == 1  # a re-selection does not write into the table it reads
 
 
+def test_reselection_bands_come_from_the_tables_minhash_options(demo_corpus, tmp_path):
+    """A table scored with 64 permutations, re-selected without the flag at another threshold: the
+    bands are those of 64 permutations (the command line's default is 128), as in a full run."""
+    demo_dir, _ = demo_corpus
+    options = ["--input", str(demo_dir / "raw" / "*"), "--method", "random", "--num-select", "60", "--dedup", "minhash", "--write-scores"]
+    assert _run(*options, "--dedup-num-perm", "64", "--output", str(tmp_path / "scored")) == 0
+    lower = ["--dedup-threshold", "0.6"]
+    assert _run(*options, "--dedup-num-perm", "64", *lower, "--output", str(tmp_path / "full")) == 0
+    assert _run(*options, *lower, "--features", str(tmp_path / "scored" / "features"), "--output", str(tmp_path / "again")) == 0
+    assert _scores(tmp_path / "again") == _scores(tmp_path / "full")
+    assert _report(tmp_path / "again")["counts"]["dropped"]["near_duplicate"] > _report(tmp_path / "scored")["counts"]["dropped"]["near_duplicate"]
+
+
 def test_reselection_may_omit_the_inputs_but_not_change_a_scoring_option(combined_run, tmp_path, capsys):
     _, output = combined_run
     table = str(output / "features")
