@@ -41,9 +41,10 @@ deviation over 128 permutations is 0.04, so among thousands of template pairs ma
 The text stays where it is: the run members' ordinals are grouped by unit, a ``TextSource`` reads
 only those rows of the unit, and only their shingle sets (sorted uint32 hashes) are grouped by
 component. The cost is bounded by the affected components, never by the corpus: the rows read are
-their members, and a component of m members, S shingles in all, that splits into g groups costs
-O(g · S · log) comparisons; g is capped at ``MAX_SPLIT_GROUPS``: members left after that many
-representatives stay alone (kept: less deduplication, never more). The stats report every split
+their members, and each representative costs a lookup of its shingles in the component's sorted
+shingles plus one step per member holding each of them (``GuardSimilarity``: about m x 300 for the
+m members of one template sharing 300 shingles). The representatives are capped at
+``MAX_SPLIT_GROUPS``: members left after that many stay alone (kept: less deduplication, never more). The stats report every split
 component: its size before, its largest group after, and a sample of its members.
 
 Connected components (Kiveris, Lattanzi, Mirrokni, Rastogi & Vassilvitskii 2014, "Connected
