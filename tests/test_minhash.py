@@ -278,8 +278,8 @@ def test_config_defaults_band_rows_and_validation():
         MinHashConfig(num_perm="128")
     with pytest.raises(ValueError, match="false_negative_weight=1"):
         MinHashConfig(false_negative_weight=1)
-    with pytest.raises(ValueError, match="max_cluster_size=1"):
-        MinHashConfig(max_cluster_size=1)
+    with pytest.raises(ValueError, match="max_cluster_size=0"):
+        MinHashConfig(max_cluster_size=0)
     with pytest.raises(ValueError, match="cc_rounds=65"):
         MinHashConfig(cc_rounds=65)
     with pytest.raises(ValueError, match="seed=-1"):

@@ -102,7 +102,7 @@ class MinHashConfig:
         seed: seed of the permutations; every worker must use the same one.
         verify: keep an LSH link (member -> its bucket's smallest id) only if the two
             signatures' estimated Jaccard is ``>= threshold``; else every collision links.
-        max_cluster_size: a near-duplicate component with more members is split by the guard
+        max_cluster_size: a near-duplicate component with more members (1: every component) is split by the guard
             (``dedup.split_component``): every member is checked against a representative, on
             the exact Jaccard of their shingle sets (the signatures' estimate for indexed ones).
         shingle_hash: ``"mix64"`` (vectorized, default) or ``"sha1"`` (datasketch-identical).
@@ -132,7 +132,7 @@ class MinHashConfig:
         check_choice("shingle_hash", self.shingle_hash, SHINGLE_HASHES)
         check_choice("permutation", self.permutation, PERMUTATIONS)
         check_int("seed", self.seed, 0, 2**32 - 1)
-        check_int("max_cluster_size", self.max_cluster_size, 2)
+        check_int("max_cluster_size", self.max_cluster_size, 1)
         check_int("cc_rounds", self.cc_rounds, 1, 64)
         check_number("false_negative_weight", self.false_negative_weight, 0.0, 1.0, open_low=True, open_high=True)
         check_bool("verify", self.verify)
