@@ -174,7 +174,10 @@ def test_dedup_against_an_index_decides_the_same_on_parallel_workers(tmp_path):
     decisions = []
     for name, flags in (("memory", []), ("workers", ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])):
         output = tmp_path / name
-        assert cli.main(["dedup", "--input", second, "--output", str(output), "--against", str(tmp_path / "index"), "--write-scores", *flags]) == 0
+        # --max-cluster-size 1: every component goes through the guard, whose text reads run on the workers too
+        assert cli.main(["dedup", "--input", second, "--output", str(output), "--against", str(tmp_path / "index"), "--write-scores",
+                         "--max-cluster-size", "1", *flags]) == 0
+        assert _report(output)["metrics"]["dedup_minhash"]["split_component_count"] > 0
         rows = _table(output / "scores").to_pylist()
         decisions.append(sorted((r["id"], r[schema.DROP_REASON], r[schema.DUPLICATE_OF], r[schema.DUPLICATE_SOURCE]) for r in rows))
     assert decisions[0] == decisions[1]
