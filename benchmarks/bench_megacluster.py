@@ -24,9 +24,11 @@ connected components, each keeping its smallest id. Runs: ``winnow dedup --dedup
 N = 10**9. Removals are scored against the truth's; "named record not similar" counts the near
 drops whose ``winnow_duplicate_of`` has exact Jaccard < 0.8 with them (what the guard bounds).
 
-Guard cost: ``dedup.split_component`` (the guard's core) timed on m signatures, best of
-``--repeats`` calls, CPU seconds: members all distinct (the worst case) and all copies
-of one document (one group); the distinct case makes min(m, ``MAX_SPLIT_GROUPS``) groups.
+Guard cost: ``dedup.split_component`` (the guard's core) with ``dedup.GuardSimilarity`` timed on m
+shingle sets of ``COST_SET`` random hashes, best of ``--repeats`` calls, CPU seconds: members all
+distinct, members sharing a template of ``COST_TEMPLATE`` of their hashes (distinct documents of
+one template: the worst case, every representative's hashes are held by every member), and all
+copies of one document (one group); the first two make min(m, ``MAX_SPLIT_GROUPS``) groups.
 
 Chains of true copies (``arrival_rows``): ``--arrival-docs`` documents of
 ``bench_dedup_index.arrival_corpus`` (copies of copies, so a true cluster can be a chain the guard
@@ -59,7 +61,7 @@ from benchmarks.bench_dedup_index import (  # noqa: E402
     write_parquet_shards,
 )
 from benchmarks.common import best_of, write_section  # noqa: E402
-from winnow.transforms.dedup import MAX_SPLIT_GROUPS, split_component  # noqa: E402
+from winnow.transforms.dedup import MAX_SPLIT_GROUPS, GuardSimilarity, split_component  # noqa: E402
 from winnow.transforms.minhash import MinHashConfig, estimate_jaccard, minhash_signatures, permutation_params  # noqa: E402
 
 TEMPLATES = ("GPL-3", "Apache-2.0", "Artistic", "GFDL-1.3", "MPL-2.0")
@@ -71,6 +73,7 @@ EDIT_SHARE = 0.05
 THRESHOLD, SHINGLE = 0.8, 5
 SEED = 7
 OFF = 10**9
+COST_SET, COST_TEMPLATE = 400, 300  # guard cost: hashes per set, and shared by the template case
 SHARDS = 4
 # groff: font, special-character, string, size and other escapes
 _ESCAPES = re.compile(r"\\f(\[[^\]]*\]|\(..|.)|\\\(..|\\\*(\(..|\[[^\]]*\]|.)|\\s[-+]?\d+|\\[-&|^%e\\/,]|\\.")
@@ -133,15 +136,22 @@ def template_corpus(n_docs: int, content: tuple[int, int], seed: int = SEED) -> 
     return ids, texts, template
 
 
-def guard_cost(sizes: list[int], repeats: int, num_perm: int = 128) -> list[tuple[int, float, float]]:
-    """(m, CPU s with m distinct members, CPU s with m equal members) of ``split_component``, best of ``repeats``."""
+def guard_cost(sizes: list[int], repeats: int, num_perm: int = 128) -> list[tuple[int, float, float, float]]:
+    """(m, CPU s with m distinct members, with m members of one template, with m equal members) of
+    ``split_component`` on shingle sets (``GuardSimilarity``), best of ``repeats``."""
     rng = np.random.default_rng(0)
     rows = []
     for m in sizes:
-        distinct = rng.integers(0, 2**32, (m, num_perm), dtype=np.uint64).astype(np.uint32)
-        equal = np.repeat(distinct[:1], m, axis=0)
-        rows.append((m, best_of(lambda: split_component(distinct, THRESHOLD), repeats).cpu,
-                     best_of(lambda: split_component(equal, THRESHOLD), repeats).cpu))
+        signatures = rng.integers(0, 2**32, (m, num_perm), dtype=np.uint64).astype(np.uint32)
+        own = rng.integers(0, 2**31, (m, COST_SET), dtype=np.uint64).astype(np.uint32)
+        template = (np.arange(COST_TEMPLATE) + 2**31).astype(np.uint32)  # disjoint from the own hashes
+        cases = {
+            "distinct": [np.unique(row) for row in own],
+            "template": [np.unique(np.concatenate([template, row[: COST_SET - COST_TEMPLATE]])) for row in own],
+            "equal": [np.unique(own[0])] * m,
+        }
+        similarities = {name: GuardSimilarity.of_sets(signatures, sets) for name, sets in cases.items()}
+        rows.append((m, *(best_of(lambda: split_component(similarities[name], m, THRESHOLD), repeats).cpu for name in cases)))
     return rows
 
 
@@ -220,9 +230,9 @@ def section(n_docs: int, results: list[dict], cost: list[tuple], repeats: int, a
         "largest near-duplicate component before the guard (the report's split components and clusters); largest "
         "group: the largest `winnow_dedup_cluster` after it. Named record not similar: near drops whose "
         "`winnow_duplicate_of` has exact Jaccard < 0.8 with them, and how many of those have an estimated Jaccard "
-        "(the signatures' share of equal entries, what the guard checks) >= 0.8 with it. Wall and CPU s are the whole run's "
+        "(the signatures' share of equal entries, what link verification checks; the guard checks the exact Jaccard) >= 0.8 with it. Wall and CPU s are the whole run's "
         "(CPU: user + system of the process and its children); DedupNear s is the report's busy time of the "
-        "near-dedup stages, the guard included.",
+        "near-dedup stages, the guard and its text reads included.",
     ]
     for r in results:
         lo, hi = r["content"]
@@ -247,14 +257,17 @@ def section(n_docs: int, results: list[dict], cost: list[tuple], repeats: int, a
                 f"{row['cpu']:.0f} | {row['near_busy']:.1f} |")
     lines += [
         "",
-        f"Guard cost: `dedup.split_component` on m signatures of 128 permutations, CPU s, best of {repeats}. Its "
-        "work is m x g signature comparisons for a component that splits into g groups: linear when the members are "
-        f"alike (g = 1), m x {MAX_SPLIT_GROUPS:,} at most when none is (`MAX_SPLIT_GROUPS` representatives, then the "
-        "members left stay alone).",
+        f"Guard cost: `dedup.split_component` with `GuardSimilarity` (exact Jaccard) on m shingle sets of {COST_SET} "
+        f"hashes, CPU s, best of {repeats}. Each representative costs two `searchsorted` of its hashes in the sorted "
+        "hashes of the component and a `bincount` of their owners: its matches are the members holding each of its hashes, "
+        f"so a split into g groups costs about g x m x (shared hashes): little when the members share nothing, most when "
+        f"they share a template ({COST_TEMPLATE} of the {COST_SET} hashes here); g is at most {MAX_SPLIT_GROUPS:,} "
+        "(`MAX_SPLIT_GROUPS` representatives, then the members left stay alone).",
         "",
-        "| m | all distinct (min(m, 1,000) groups), CPU s | all alike (1 group), CPU s |",
-        "|---:|---:|---:|",
-        *[f"| {m:,} | {distinct:.3f} | {alike:.4f} |" for m, distinct, alike in cost],
+        f"| m | all distinct (min(m, {MAX_SPLIT_GROUPS:,}) groups), CPU s | one template, distinct own hashes "
+        f"(min(m, {MAX_SPLIT_GROUPS:,}) groups), CPU s | all alike (1 group), CPU s |",
+        "|---:|---:|---:|---:|",
+        *[f"| {m:,} | {distinct:.3f} | {template:.3f} | {alike:.4f} |" for m, distinct, template, alike in cost],
     ]
     if arrival:
         lines += [

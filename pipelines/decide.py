@@ -5,8 +5,9 @@
     shards ──► [write]  per unit: re-read the text, keep the selected rows, append winnow's
                          columns, write Parquet with the input's own schema
 
-Every shuffle carries compact arrays keyed by shard, unit or cluster; text is read only by the
-write step, per unit, from the shards themselves. Decisions reach a unit as grouped arrays of
+Every shuffle carries compact arrays keyed by shard, unit or cluster; text is read only per unit,
+from the shards themselves: by the write step, and by the near-dedup guard for the members of a
+component above ``--max-cluster-size`` (their shingle sets, not their text, go on to the component). Decisions reach a unit as grouped arrays of
 ordinals (``CoGroupByKey`` on the unit), and each per-unit step reads the columns it needs from
 the unit's features shard itself, so the features never travel either.
 """
@@ -257,6 +258,23 @@ class _IndexRowsFn(beam.DoFn):
             keys = band_keys(signatures, *self._band_rows)
             ordinals = np.flatnonzero(dedup.key_filter_contains(run_keys, keys.reshape(-1)).reshape(keys.shape).any(axis=1))
             yield unit, ordinals, signatures[ordinals]
+
+
+class UnitTexts(dedup.TextSource):
+    """``dedup.TextSource`` over the run's input shards: parses only the rows asked for (``io.read_unit``'s ``only``)."""
+
+    def __init__(self, units: tuple, read: io.ReadConfig, ids: io.IdPolicy):
+        self._units, self._read, self._ids = units, read, ids
+
+    def texts(self, unit: int, ordinals: np.ndarray) -> list[str]:
+        found = {}
+        for batch in io.read_unit(self._units[unit], self._read, self._ids, only=ordinals):
+            found.update(zip(batch.ordinals.tolist(), batch.texts))
+        missing = [o for o in ordinals.tolist() if o not in found]
+        if missing:
+            raise io.InputError(f"{self._units[unit].path}: record {missing[0]} of unit {unit} was scored but is no longer valid; "
+                                "has the input changed since the features were written?")
+        return [found[o] for o in ordinals.tolist()]
 
 
 def _run_keys(rows: beam.PCollection, keys_of, bits: int, label: str) -> beam.pvalue.AsSingleton:
@@ -897,7 +915,8 @@ def _dedup(pipeline, units, keyed, options: DecideOptions, layout: Layout) -> tu
                 _IndexRowsFn(layout.index_units, band_rows), run_keys)
             signed = (signed, indexed) | "WithIndexNear" >> beam.Flatten()
         source = features.FeaturesSignatures(layout.table, layout.index_units)
-        near = signed | "DedupNear" >> dedup.DedupNear(options.minhash, source, layout.shards * band_rows[0], run_source)
+        texts = UnitTexts(layout.units, layout.read, layout.ids)
+        near = signed | "DedupNear" >> dedup.DedupNear(options.minhash, source, texts, layout.shards * band_rows[0], run_source)
         streams["near"] = near["decisions"]
         stats["dedup_minhash"] = near["stats"]
     return streams, stats

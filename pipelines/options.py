@@ -176,7 +176,8 @@ def add_minhash_arguments(group, prefix: str) -> None:
         "since every candidate link is verified)",
     )
     group.add_argument(f"--{prefix}max-cluster-size", type=positive_int, default=defaults.max_cluster_size, metavar="N",
-                       help="a near-duplicate component of more records is split: every member checked against a representative (default: %(default)s)")
+                       help="a near-duplicate component of more records is split: every member checked against a representative on the "
+                       "exact Jaccard of their texts' shingles (default: %(default)s)")
     group.add_argument("--minhash-seed", type=int, default=defaults.seed, help="seed of the MinHash permutations (a scoring option; default: %(default)s)")
 
 

@@ -1,4 +1,4 @@
-"""Helpers for tests that run Beam pipelines."""
+"""Helpers for tests that run Beam pipelines, and shared test texts."""
 
 import os
 
@@ -81,3 +81,15 @@ class RootedFileSystem(LocalFileSystem):
 
     def delete(self, paths):
         super().delete([self._local(p) for p in paths])
+
+
+def estimate_passes() -> tuple[str, str, str]:
+    """Texts A, B (A with one word edited), C (A with five words edited) of 200 words: exact word 5-gram
+    Jaccard J(A, C) = 0.774, but the 128-permutation MinHash estimate (seed 1) is 0.844, and A and C share
+    an LSH band at threshold 0.8, so C links to A; only the exact Jaccard keeps them apart."""
+    words = [f"w{i}" for i in range(200)]
+    b, c = list(words), list(words)
+    b[100] = "b"
+    for i in range(6, 200, 40):
+        c[i] = f"c{i}"
+    return " ".join(words), " ".join(b), " ".join(c)

@@ -12,10 +12,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from tests.helpers import local_pipeline
+from tests.helpers import estimate_passes, local_pipeline
 from winnow.transforms import dedup
 from winnow.transforms.dedup import DuplicateGroupsCombineFn, ExactDedupConfig, GroupSummary
-from winnow.transforms.minhash import MinHashConfig, band_keys, minhash_signatures, permutation_params
+from winnow.transforms.minhash import MinHashConfig, band_keys, estimate_jaccard, minhash_signatures, permutation_params
 
 
 def _hashes(texts, config=ExactDedupConfig()):
@@ -122,11 +122,44 @@ def test_split_component_groups_members_around_similar_representatives():
     b[:20] += 1000  # J(A, B) = 0.8
     c = b.copy()
     c[20:40] += 2000  # J(B, C) = 0.8, J(A, C) = 0.6
-    rep = dedup.split_component(np.stack([a, b, c]), threshold=0.8)
-    assert rep.tolist() == [0, 0, 2]
-    assert dedup.split_component(np.stack([a, a, a]), 0.8).tolist() == [0, 0, 0]
+
+    def estimated(*signatures):  # no text: the signatures' estimate
+        return dedup.GuardSimilarity.of_sets(np.stack(signatures), [None] * len(signatures))
+
+    assert dedup.split_component(estimated(a, b, c), 3, threshold=0.8).tolist() == [0, 0, 2]
+    assert dedup.split_component(estimated(a, a, a), 3, 0.8).tolist() == [0, 0, 0]
     # past max_groups representatives, the members left stay alone
-    assert dedup.split_component(np.stack([a, c, a, b, c]), 0.8, max_groups=1).tolist() == [0, 1, 0, 0, 4]
+    assert dedup.split_component(estimated(a, c, a, b, c), 5, 0.8, max_groups=1).tolist() == [0, 1, 0, 0, 4]
+
+
+def test_guard_similarity_is_the_exact_jaccard_by_hand():
+    sets = [np.array([1, 2, 3, 4], np.uint32), np.array([2, 3, 4, 5, 6], np.uint32), np.array([9], np.uint32), np.array([1, 2, 3, 4], np.uint32)]
+    similarity = dedup.GuardSimilarity.of_sets(np.zeros((4, 8), np.uint32), sets)
+    # |{2,3,4}| / |{1..6}| = 3/6; disjoint 0; equal 1
+    assert similarity(np.array([0, 1, 2, 3]), 0).tolist() == [1.0, 0.5, 0.0, 1.0]
+    assert similarity(np.array([2, 0]), 1).tolist() == [0.0, 0.5]
+    assert similarity(np.zeros(0, np.int64), 1).shape == (0,)
+    # stored out of member order (as the guard joins them from several units): the same values
+    flat = np.concatenate([sets[2], sets[0], sets[3], sets[1]])
+    shuffled = dedup.GuardSimilarity(np.zeros((4, 8), np.uint32), flat, np.array([1, 9, 0, 5]), np.array([4, 5, 1, 4]))
+    assert shuffled(np.array([0, 1, 2, 3]), 0).tolist() == [1.0, 0.5, 0.0, 1.0]
+
+
+def test_guard_similarity_groups_a_hand_made_component_on_exact_jaccard():
+    # sets: a = {0..9}; b = a with one element changed (J 9/11 = 0.82); c = a with two changed (J 8/12 = 0.67);
+    # d = c with one more changed (J(c, d) = 0.82, J(a, d) = 0.54); every signature equal, so the
+    # estimate alone would put all four in one group
+    a = np.arange(10, dtype=np.uint32)
+    b = np.sort(np.append(a[1:], 100)).astype(np.uint32)
+    c = np.sort(np.append(a[2:], [100, 101])).astype(np.uint32)
+    d = np.sort(np.append(a[3:], [100, 101, 102])).astype(np.uint32)
+    signatures = np.zeros((4, 8), np.uint32)
+    similarity = dedup.GuardSimilarity.of_sets(signatures, [a, b, c, d])
+    assert dedup.split_component(similarity, 4, 0.8).tolist() == [0, 0, 2, 2]
+    assert similarity.with_text == 4
+    # a member without text (an indexed one) is compared by its signature: here equal to all
+    mixed = dedup.GuardSimilarity.of_sets(signatures, [None, b, c, d])
+    assert dedup.split_component(mixed, 4, 0.8).tolist() == [0, 0, 0, 0]
 
 
 def test_cluster_id_is_stable_and_depends_on_source():
@@ -180,9 +213,19 @@ class _MemorySource(dedup.SignatureSource):
         return self._units[unit][0][ordinals]
 
 
+class _MemoryTexts(dedup.TextSource):
+    def __init__(self, units: dict):
+        self._units = units  # run unit -> texts; asking for an index unit's raises KeyError
+
+    def texts(self, unit, ordinals):
+        assert (np.diff(ordinals) > 0).all()
+        return [self._units[unit][o] for o in ordinals.tolist()]
+
+
 def _near(texts: dict, config: MinHashConfig, units: int = 2, indexed: dict | None = None):
-    """Run DedupNear on ``texts`` spread over ``units`` units, and ``indexed`` texts in one dedup index unit;
-    returns {id: (rep, dropped)} of the run's documents (through a file: DoFns are pickled)."""
+    """Run DedupNear on ``texts`` spread over ``units`` units, and ``indexed`` texts in one dedup index unit
+    (whose text the guard may not read); returns {id: (rep, dropped)} of the run's documents (through a file:
+    DoFns are pickled)."""
     indexed = indexed or {}
     ids = sorted(texts) + sorted(indexed)
     signatures = minhash_signatures([{**texts, **indexed}[i] for i in ids], config,
@@ -192,10 +235,11 @@ def _near(texts: dict, config: MinHashConfig, units: int = 2, indexed: dict | No
         placed[dedup.index_unit(0, 0)] = sorted(indexed)
     memory = {u: (np.array(members, dtype=object), signatures[[ids.index(m) for m in members]]) for u, members in placed.items()}
     elements = [(u, np.arange(len(members)), memory[u][1]) for u, members in placed.items()]
+    text_source = _MemoryTexts({u: [texts[m] for m in members] for u, members in placed.items() if u < dedup.INDEX_UNIT_BASE})
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "decided.json")
         with local_pipeline() as pipeline:
-            out = pipeline | beam.Create(elements) | dedup.DedupNear(config, _MemorySource(memory), shards=3, run_source=1 if indexed else 0)
+            out = pipeline | beam.Create(elements) | dedup.DedupNear(config, _MemorySource(memory), text_source, shards=3, run_source=1 if indexed else 0)
             decisions = out["decisions"] | beam.FlatMap(
                 lambda e, placed_: [(placed_[e[0]][int(o)], (str(r), bool(d))) for o, r, _, _, d in zip(*e[1])], placed)
             _ = decisions | beam.combiners.ToList() | beam.Map(lambda found, p: open(p, "w").write(json.dumps(found)), path)
@@ -234,6 +278,34 @@ def test_the_guard_splits_a_chain_above_the_size_limit():
     assert loose == {"a": ("a", False), "b": ("a", True), "c": ("a", True)}
     guarded = _near(texts, MinHashConfig(threshold=0.75, num_perm=256, max_cluster_size=2))
     assert guarded == {"a": ("a", False), "b": ("a", True)}  # c is far from a: its own group, a singleton, kept
+
+
+def test_the_guard_splits_on_exact_jaccard_what_the_estimate_joins():
+    a, b, c = estimate_passes()
+    config = MinHashConfig(max_cluster_size=2)
+    signatures = minhash_signatures([a, b, c], config, permutation_params(config.num_perm, config.seed, config.permutation))
+    # the premise: a guard on the signatures would keep c with a
+    assert estimate_jaccard(signatures[0], signatures[2]) >= 0.8
+    assert dedup.split_component(dedup.GuardSimilarity.of_sets(signatures, [None] * 3), 3, 0.8).tolist() == [0, 0, 0]
+    texts = {"a": a, "b": b, "c": c}
+    assert _near(texts, MinHashConfig()) == {"a": ("a", False), "b": ("a", True), "c": ("a", True)}  # no guard: one component
+    assert _near(texts, config) == {"a": ("a", False), "b": ("a", True)}  # c is kept: J(a, c) = 0.774
+
+
+def test_the_text_guard_is_the_same_on_any_unit_layout():
+    a, b, c = estimate_passes()
+    texts = {"a": a, "b": b, "c": c, "d": _doc(0, 200, {150: "d"}), "e": _doc(200, 150), "f": _doc(200, 150, {70: "f"})}
+    config = MinHashConfig(max_cluster_size=2)
+    decided = _near(texts, config, units=1)
+    assert decided == _near(texts, config, units=3)
+    assert decided == {"a": ("a", False), "b": ("a", True), "d": ("a", True), "e": ("e", False), "f": ("e", True)}
+
+
+def test_the_guard_compares_indexed_members_by_their_signatures():
+    # a is indexed: its text is never read, so c, estimated 0.844 to a, names a; run-only, c stays (above)
+    a, b, c = estimate_passes()
+    decided = _near({"b": b, "c": c}, MinHashConfig(max_cluster_size=2), indexed={"a": a})
+    assert decided == {"b": ("a", True), "c": ("a", True)}
 
 
 def test_dedup_near_is_the_same_on_any_unit_layout():

@@ -8,7 +8,7 @@ import pytest
 
 from examples import make_demo_corpus
 from winnow.pipelines import cli, dedup_index
-from tests.helpers import RootedFileSystem
+from tests.helpers import RootedFileSystem, estimate_passes
 from winnow.transforms import schema
 
 
@@ -174,8 +174,34 @@ def test_dedup_against_an_index_decides_the_same_on_parallel_workers(tmp_path):
     decisions = []
     for name, flags in (("memory", []), ("workers", ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])):
         output = tmp_path / name
-        assert cli.main(["dedup", "--input", second, "--output", str(output), "--against", str(tmp_path / "index"), "--write-scores", *flags]) == 0
+        # --max-cluster-size 1: every component goes through the guard, whose text reads run on the workers too
+        assert cli.main(["dedup", "--input", second, "--output", str(output), "--against", str(tmp_path / "index"), "--write-scores",
+                         "--max-cluster-size", "1", *flags]) == 0
+        assert _report(output)["metrics"]["dedup_minhash"]["split_component_count"] > 0
         rows = _table(output / "scores").to_pylist()
         decisions.append(sorted((r["id"], r[schema.DROP_REASON], r[schema.DUPLICATE_OF], r[schema.DUPLICATE_SOURCE]) for r in rows))
     assert decisions[0] == decisions[1]
     assert sum(1 for _, _, _, source in decisions[0] if source is not None) >= 15  # the copies name indexed documents
+
+
+def test_the_guard_reads_the_text_of_a_component_above_the_limit(tmp_path):
+    # a ~ b ~ c, where c's estimated Jaccard to a passes 0.8 and its exact one (0.774) does not
+    a, b, c = estimate_passes()
+    fillers = [{"id": f"f{i}", "text": " ".join(f"f{i}x{j}" for j in range(40))} for i in range(30)]
+    first = _write_jsonl(tmp_path / "in" / "a.jsonl", fillers[:15] + [{"id": "a", "text": a}, {"id": "c", "text": c}])
+    second = _write_jsonl(tmp_path / "in" / "b.jsonl", [{"id": "b", "text": b}] + fillers[15:])
+    guarded = ["--write-scores", "--max-cluster-size", "2"]
+    assert cli.main(["dedup", "--input", first, "--input", second, "--output", str(tmp_path / "out"), *guarded]) == 0
+    scores = {r["id"]: r for r in _table(tmp_path / "out" / "scores").to_pylist()}
+    assert (scores["b"][schema.DROP_REASON], scores["b"][schema.DUPLICATE_OF]) == ("near_duplicate", "a")
+    assert scores["c"][schema.SELECTED] and sum(not r[schema.SELECTED] for r in scores.values()) == 1
+    split = _report(tmp_path / "out")["metrics"]["dedup_minhash"]["split_components"]
+    assert [(s["size"], s["largest_group"], s["text_members"]) for s in split] == [(3, 2, 3)]
+    # against an index holding a, whose text is never read: c's copy is compared to a by the signatures
+    assert cli.main(["dedup", "--input", first, "--output", str(tmp_path / "o1"), "--index", str(tmp_path / "index")]) == 0
+    new = _write_jsonl(tmp_path / "new" / "n.jsonl", [{"id": "b2", "text": b}, {"id": "c2", "text": c}])
+    assert cli.main(["dedup", "--input", new, "--output", str(tmp_path / "o2"), "--against", str(tmp_path / "index"), *guarded]) == 0
+    rows = sorted((r["id"], r[schema.DROP_REASON], r[schema.DUPLICATE_OF]) for r in _table(tmp_path / "o2" / "scores").to_pylist())
+    assert rows == [("b2", "near_duplicate", "a"), ("c2", "near_duplicate", "a")]
+    split = _report(tmp_path / "o2")["metrics"]["dedup_minhash"]["split_components"]
+    assert [(s["size"], s["text_members"]) for s in split] == [(3, 2)]

@@ -169,6 +169,20 @@ def test_signatures_independent_of_batching_and_chunking(corpus_texts, monkeypat
     assert minhash_signatures([], config, params).shape == (0, 32)
 
 
+@pytest.mark.parametrize("kind,shingle_hash", [("word", "mix64"), ("char", "mix64"), ("word", "sha1")])
+def test_shingle_sets_are_the_sets_the_signatures_are_of(corpus_texts, kind, shingle_hash, monkeypatch):
+    config = MinHashConfig(num_perm=32, shingle_kind=kind, shingle_hash=shingle_hash)
+    params = permutation_params(32, 1, "affine32")
+    monkeypatch.setattr(minhash, "GROUP_CHARS", 3000)  # several runs of texts
+    hashes, sizes = minhash.shingle_sets(corpus_texts, config)
+    shingles = word_shingles if kind == "word" else char_shingles
+    assert sizes.tolist() == [len(shingles(t, 5)) for t in corpus_texts]  # one hash per distinct shingle
+    starts = np.cumsum(sizes) - sizes
+    assert all((np.diff(hashes[s:s + n].astype(np.int64)) > 0).all() for s, n in zip(starts, sizes))  # sorted, unique
+    np.testing.assert_array_equal(signatures_from_hashes(hashes, sizes, params, "affine32"), minhash_signatures(corpus_texts, config, params))
+    assert [len(part) for part in minhash.shingle_sets([], config)] == [0, 0]
+
+
 def test_signatures_from_hashes_hand_worked():
     # affine32 with a = 1, b = 0 is pi(h) = fmix32(h): the signature is min fmix32 per document.
     params = np.array([[1, 3], [0, 5]], np.uint32)
@@ -264,8 +278,8 @@ def test_config_defaults_band_rows_and_validation():
         MinHashConfig(num_perm="128")
     with pytest.raises(ValueError, match="false_negative_weight=1"):
         MinHashConfig(false_negative_weight=1)
-    with pytest.raises(ValueError, match="max_cluster_size=1"):
-        MinHashConfig(max_cluster_size=1)
+    with pytest.raises(ValueError, match="max_cluster_size=0"):
+        MinHashConfig(max_cluster_size=0)
     with pytest.raises(ValueError, match="cc_rounds=65"):
         MinHashConfig(cc_rounds=65)
     with pytest.raises(ValueError, match="seed=-1"):

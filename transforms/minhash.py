@@ -102,8 +102,9 @@ class MinHashConfig:
         seed: seed of the permutations; every worker must use the same one.
         verify: keep an LSH link (member -> its bucket's smallest id) only if the two
             signatures' estimated Jaccard is ``>= threshold``; else every collision links.
-        max_cluster_size: a near-duplicate component with more members is split by the guard
-            (``dedup.split_component``): every member is checked against a representative.
+        max_cluster_size: a near-duplicate component with more members (1: every component) is split by the guard
+            (``dedup.split_component``): every member is checked against a representative, on
+            the exact Jaccard of their shingle sets (the signatures' estimate for indexed ones).
         shingle_hash: ``"mix64"`` (vectorized, default) or ``"sha1"`` (datasketch-identical).
         permutation: ``"affine32"`` (datasketch >= 2.0) or ``"legacy"`` (datasketch < 2.0).
         cc_rounds: large-star/small-star rounds unrolled for the connected components, 1 .. 64.
@@ -131,7 +132,7 @@ class MinHashConfig:
         check_choice("shingle_hash", self.shingle_hash, SHINGLE_HASHES)
         check_choice("permutation", self.permutation, PERMUTATIONS)
         check_int("seed", self.seed, 0, 2**32 - 1)
-        check_int("max_cluster_size", self.max_cluster_size, 2)
+        check_int("max_cluster_size", self.max_cluster_size, 1)
         check_int("cc_rounds", self.cc_rounds, 1, 64)
         check_number("false_negative_weight", self.false_negative_weight, 0.0, 1.0, open_low=True, open_high=True)
         check_bool("verify", self.verify)
@@ -375,6 +376,25 @@ def minhash_signatures(texts: list[str], config: MinHashConfig, params: np.ndarr
         hashes, counts = shingle_hashes(texts[start:stop], config.shingle, config.shingle_kind, config.shingle_hash, part)
         sig[start:stop] = signatures_from_hashes(hashes, counts, params, config.permutation)
     return sig
+
+
+def shingle_sets(texts: list[str], config: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle sets whose MinHash ``minhash_signatures`` computes, for exact Jaccard (``dedup.GuardSimilarity``).
+
+    Returns:
+        ((S,) uint32 hashes: each document's shingle hashes sorted and unique, documents
+        concatenated in order; (D,) int64 set sizes, each >= 1). The sets of "mix64" hashes are
+        the documents' shingle sets up to 32-bit hash collisions (about S**2 / 2**33 per document).
+    """
+    parts, sizes = [], []
+    for start, stop in _text_groups(texts, GROUP_CHARS):  # cache-sized runs, as minhash_signatures
+        hashes, counts = shingle_hashes(texts[start:stop], config.shingle, config.shingle_kind, config.shingle_hash)
+        keyed = np.unique(np.repeat(np.arange(len(counts), dtype=np.uint64), counts) << np.uint64(32) | hashes.astype(np.uint64))
+        parts.append((keyed & MAX_HASH32).astype(np.uint32))
+        sizes.append(np.bincount((keyed >> np.uint64(32)).astype(np.int64), minlength=len(counts)))
+    if not parts:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int64)
+    return np.concatenate(parts), np.concatenate(sizes).astype(np.int64)
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
