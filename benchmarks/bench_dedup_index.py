@@ -291,13 +291,14 @@ def reference_decisions(index: tuple, new_ids: list[str], new_texts: list[str]) 
     the index's documents and the new ones exact kept: LSH buckets (``band_keys``), star links to
     each bucket's first document, a link kept if it has a new end (indexed documents are never
     linked to one another) and ``estimate_jaccard >= threshold``, connected
-    components; a component's first document is kept, every new one after it dropped, naming it.
+    components, the guard's split of a component above ``max_cluster_size``; a group's first
+    document is kept, every new one after it dropped, naming it.
 
     Returns:
         {new id: (reason, duplicate_of)} of the new documents dropped.
     """
     from winnow.transforms import dedup
-    from winnow.transforms.minhash import MinHashConfig, band_keys, estimate_jaccard, minhash_signatures, permutation_params
+    from winnow.transforms.minhash import MinHashConfig, band_keys, estimate_jaccard, minhash_signatures, permutation_params, shingle_sets
 
     config = MinHashConfig()
     index_ids, index_hashes, index_signatures = index
@@ -331,6 +332,19 @@ def reference_decisions(index: tuple, new_ids: list[str], new_texts: list[str]) 
     first = np.full(len(ids), len(ids))
     np.minimum.at(first, labels, np.arange(len(ids)))
     representative = first[labels]
+    # the guard: a component above the limit is split (dedup.split_component) on the exact Jaccard of
+    # the new documents' shingle sets, the estimate where one of the two is indexed (dedup.GuardSimilarity)
+    hashes_of_new, sizes_of_new = shingle_sets(new_texts, config)
+    new_sets = np.split(hashes_of_new, np.cumsum(sizes_of_new)[:-1])
+    order = np.argsort(labels, kind="stable")  # members of a component in (source, id) order
+    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
+    for members in np.split(order, starts[1:]):
+        if len(members) <= config.max_cluster_size:
+            continue
+        sets = [new_sets[m - n_index] if is_new[m] else None for m in members.tolist()]
+        rep = dedup.split_component(dedup.GuardSimilarity.of_sets(signatures[members], sets), len(members), config.threshold)
+        alone = np.bincount(rep, minlength=len(members))[rep] == 1  # a split's singletons are kept
+        representative[members] = np.where(alone, members, members[rep])
     for i in np.flatnonzero((representative != np.arange(len(ids))) & is_new):
         decisions[ids[i]] = ("near_duplicate", ids[representative[i]])
     return decisions

@@ -310,7 +310,7 @@ def main(argv=None) -> int:
     parser.add_argument("--docs", type=int, default=20_000, help="distinct documents (planted copies come on top)")
     parser.add_argument("--content", type=_content_range, nargs="+", default=[(60, 150), (40, 100), (30, 80)],
                         help="ranges of a document's own words, LOW-HIGH")
-    parser.add_argument("--max-cluster-size", nargs="+", default=["10", "100", "1000", "10000", "off"])
+    parser.add_argument("--max-cluster-size", nargs="+", default=["1", "2", "5", "10", "100", "1000", "10000", "off"])
     parser.add_argument("--cost-sizes", type=int, nargs="+", default=[1_000, 3_000, 10_000, 20_000])
     parser.add_argument("--repeats", type=int, default=3, help="guard cost: best of this many calls")
     parser.add_argument("--arrival-docs", type=int, default=50_000, help="the arrival corpus's size (0: skip it)")

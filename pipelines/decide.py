@@ -7,9 +7,10 @@
 
 Every shuffle carries compact arrays keyed by shard, unit or cluster; text is read only per unit,
 from the shards themselves: by the write step, and by the near-dedup guard for the members of a
-component above ``--max-cluster-size`` (their shingle sets, not their text, go on to the component). Decisions reach a unit as grouped arrays of
-ordinals (``CoGroupByKey`` on the unit), and each per-unit step reads the columns it needs from
-the unit's features shard itself, so the features never travel either.
+component above ``--max-cluster-size`` (their shingle sets, not their text, go on to the
+component). Decisions reach a unit as grouped arrays of ordinals (``CoGroupByKey`` on the unit),
+and each per-unit step reads the columns it needs from the unit's features shard itself, so the
+features never travel either.
 """
 
 import dataclasses

@@ -271,10 +271,10 @@ def _chain() -> tuple[str, str, str]:
 
 
 def test_the_guard_splits_a_chain_above_the_size_limit():
-    # one component of 3 without the guard, split with max_cluster_size 2
+    # one component of 3 when the limit is 3 (no guard), split with max_cluster_size 2
     a, b, c = _chain()
     texts = {"a": a, "b": b, "c": c}
-    loose = _near(texts, MinHashConfig(threshold=0.75, num_perm=256))
+    loose = _near(texts, MinHashConfig(threshold=0.75, num_perm=256, max_cluster_size=3))
     assert loose == {"a": ("a", False), "b": ("a", True), "c": ("a", True)}
     guarded = _near(texts, MinHashConfig(threshold=0.75, num_perm=256, max_cluster_size=2))
     assert guarded == {"a": ("a", False), "b": ("a", True)}  # c is far from a: its own group, a singleton, kept
@@ -288,7 +288,7 @@ def test_the_guard_splits_on_exact_jaccard_what_the_estimate_joins():
     assert estimate_jaccard(signatures[0], signatures[2]) >= 0.8
     assert dedup.split_component(dedup.GuardSimilarity.of_sets(signatures, [None] * 3), 3, 0.8).tolist() == [0, 0, 0]
     texts = {"a": a, "b": b, "c": c}
-    assert _near(texts, MinHashConfig()) == {"a": ("a", False), "b": ("a", True), "c": ("a", True)}  # no guard: one component
+    assert _near(texts, MinHashConfig(max_cluster_size=3)) == {"a": ("a", False), "b": ("a", True), "c": ("a", True)}  # no guard: one component
     assert _near(texts, config) == {"a": ("a", False), "b": ("a", True)}  # c is kept: J(a, c) = 0.774
 
 

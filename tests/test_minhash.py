@@ -262,7 +262,7 @@ def test_config_defaults_band_rows_and_validation():
     assert config.false_negative_weight == minhash.RECALL_WEIGHT == 0.8
     assert config.band_rows == (12, 10)  # datasketch's default weight 0.5 gives (9, 13)
     assert MinHashConfig(false_negative_weight=0.5).band_rows == (9, 13)
-    assert config.max_cluster_size == 100 and config.shingle_hash == "mix64" and config.permutation == "affine32"
+    assert config.max_cluster_size == 2 and config.shingle_hash == "mix64" and config.permutation == "affine32"
     assert MinHashConfig(bands=16, rows=8).band_rows == (16, 8)
     with pytest.raises(ValueError, match="threshold=1.5"):
         MinHashConfig(threshold=1.5)

@@ -824,8 +824,8 @@ class _SplitComponentFn(beam.DoFn):
         yield from _component_decisions(refs, ids, rep, self._run_source)
 
 
-def _near_stats(groups: dict, unstable: dict, splits: list, candidate_links: int, verified_links: int, config: MinHashConfig,
-                bands: int, rows: int) -> dict:
+def _near_stats(groups: dict, unstable: dict, splits: list, split_count: int, candidate_links: int, verified_links: int,
+                config: MinHashConfig, bands: int, rows: int) -> dict:
     per_round = [[unstable.get((i, op), 0) for op in ("large_star", "small_star")] for i in range(config.cc_rounds)]
     return {
         "config": {**dataclasses.asdict(config), "bands": bands, "rows": rows},
@@ -835,8 +835,8 @@ def _near_stats(groups: dict, unstable: dict, splits: list, candidate_links: int
         "clusters": groups["groups"],
         "cluster_size_histogram": groups["size_histogram"],
         "largest_clusters": groups["largest"],
-        "split_components": sorted(splits, key=lambda s: (-s["size"], s["kept"]))[:TOP_GROUPS],
-        "split_component_count": len(splits),
+        "split_components": splits,
+        "split_component_count": split_count,
         "connected_components": {"rounds": config.cc_rounds, "unstable_nodes_per_round": per_round, "converged": per_round[-1] == [0, 0]},
     }
 
@@ -940,13 +940,16 @@ class DedupNear(beam.PTransform):
         unstable_counts = (
             unstable | "FlattenUnstable" >> beam.Flatten() | "SumUnstable" >> beam.CombinePerKey(sum) | "UnstableDict" >> beam.combiners.ToDict()
         )
-        splits = guarded[_SPLITS] | "SplitReports" >> beam.combiners.ToList()
+        # the report shows the largest split components and counts them all (there is one per guarded component)
+        splits = guarded[_SPLITS] | "LargestSplits" >> beam.combiners.Top.Smallest(TOP_GROUPS, key=lambda s: (-s["size"], s["kept"]))
+        split_count = guarded[_SPLITS] | "CountSplits" >> beam.combiners.Count.Globally()
         candidate_count = candidates | "CountCandidates" >> beam.Map(lambda element: len(element[1][0])) | "SumCandidates" >> beam.CombineGlobally(sum)
         link_count = links | "CountLinks" >> beam.Map(lambda pair: len(pair[0])) | "SumLinks" >> beam.CombineGlobally(sum)
         stats = groups | "NearStats" >> beam.Map(
             _near_stats,
             unstable=beam.pvalue.AsSingleton(unstable_counts),
             splits=beam.pvalue.AsSingleton(splits),
+            split_count=beam.pvalue.AsSingleton(split_count),
             candidate_links=beam.pvalue.AsSingleton(candidate_count),
             verified_links=beam.pvalue.AsSingleton(link_count),
             config=config, bands=self._bands, rows=self._rows,

@@ -119,7 +119,7 @@ class MinHashConfig:
     false_negative_weight: float = RECALL_WEIGHT
     seed: int = 1
     verify: bool = True
-    max_cluster_size: int = 100
+    max_cluster_size: int = 2
     shingle_hash: str = "mix64"
     permutation: str = "affine32"
     cc_rounds: int = 12
