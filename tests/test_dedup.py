@@ -308,6 +308,22 @@ def test_the_guard_compares_indexed_members_by_their_signatures():
     assert decided == {"b": ("a", True), "c": ("a", True)}
 
 
+def test_the_guard_reads_no_text_when_one_member_is_the_runs():
+    """A guarded component with one run member: every pair has an indexed end, so no text rows are asked for."""
+    signature = np.arange(128, dtype="<u4").tobytes()
+    run = dedup.docrefs(0, np.array([5]))[0]
+    index_a, index_b = dedup.docrefs(dedup.index_unit(0, 0), np.array([1, 2]))
+    fn = dedup._DecideComponentFn(max_cluster_size=2, run_source=1)
+
+    def tags(members):
+        return [out.tag for out in fn.process((7, members)) if isinstance(out, beam.pvalue.TaggedOutput)]
+
+    one_run = [(int(run), ("c", signature)), (int(index_a), ("a", signature)), (int(index_b), ("b", signature))]
+    assert tags(one_run) == [dedup._GUARDED]
+    two_runs = one_run[:2] + [(int(dedup.docrefs(1, np.array([0]))[0]), ("d", signature))]
+    assert tags(two_runs) == [dedup._GUARDED, dedup._TEXT_ROWS, dedup._TEXT_ROWS]
+
+
 def test_dedup_near_is_the_same_on_any_unit_layout():
     rng = random.Random(3)
     texts = {}

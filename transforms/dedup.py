@@ -774,6 +774,8 @@ class _DecideComponentFn(beam.DoFn):
             return
         signatures = np.stack([np.frombuffer(info[1], dtype="<u4") for info in members])
         yield beam.pvalue.TaggedOutput(_GUARDED, (label, (refs, ids, signatures)))
+        if (unit_of(refs) < INDEX_UNIT_BASE).sum() < 2:  # every pair has an indexed end: the estimate decides all
+            return
         for unit, mask in unit_masks(refs):
             if unit < INDEX_UNIT_BASE:  # indexed documents are never re-read: their signatures stand in
                 yield beam.pvalue.TaggedOutput(_TEXT_ROWS, (unit, (ordinal_of(refs[mask]), np.full(int(mask.sum()), label, np.int64))))
