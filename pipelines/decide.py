@@ -937,11 +937,12 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
         streams, dedup_stats = _dedup(pipeline, units, keyed, options, layout)
     stats.update(dedup_stats)
     joined = _join(keyed, dict(streams), "JoinDedup")
-    if cache is not None and not cache.reuse:
-        dedup_cache.save(joined, cache)
     # one element per unit and step from here on (a component or shard each before): cheaper joins
-    merged = joined | "MergeDedup" >> beam.FlatMap(dedup_cache.merged_outputs).with_outputs(*dedup_cache.STREAMS)
-    streams = {name: merged[name] for name in streams}
+    merged = joined | "MergeDedup" >> beam.MapTuple(lambda unit, grouped: (unit, dedup_cache.merge_streams(grouped)))
+    if cache is not None and not cache.reuse:
+        dedup_cache.save(merged, cache)
+    outputs = merged | "SplitDedup" >> beam.FlatMap(dedup_cache.merged_outputs).with_outputs(*dedup_cache.STREAMS)
+    streams = {name: outputs[name] for name in streams}
     # unit + its dedup decisions -> (unit, Pool) of eligible rows; too-short rows on the side
     pooled = joined | "Pool" >> beam.ParDo(
         _PoolFn(layout.table, options, score_columns)).with_outputs("too_short", main="pool")

@@ -75,9 +75,9 @@ def merge_streams(grouped: dict) -> dict[str, tuple]:
 
 
 def merged_outputs(element):
-    """(unit, grouped decisions) -> ``(unit, merged decisions)`` on the output of each stream."""
-    unit, grouped = element
-    for name, decisions in merge_streams(grouped).items():
+    """(unit, ``merge_streams`` of its decisions) -> ``(unit, decisions)`` on the output of each stream."""
+    unit, merged = element
+    for name, decisions in merged.items():
         yield beam.pvalue.TaggedOutput(name, (unit, decisions))
 
 
@@ -87,15 +87,14 @@ def publish(cache: DedupCache, stats: dict) -> None:
 
 
 class _SaveUnitFn(beam.DoFn):
-    """(unit, {"exact", "near": decisions}) -> the unit's file of the cache."""
+    """(unit, ``merge_streams`` of its decisions) -> the unit's file of the cache."""
 
     def __init__(self, cache: DedupCache):
         self._cache = cache
 
     def process(self, element):
-        unit, grouped = element
-        decisions = merge_streams(grouped)
-        features.write_bytes(self._cache.unit_path(unit), pickle.dumps(decisions, protocol=pickle.HIGHEST_PROTOCOL))
+        unit, merged = element
+        features.write_bytes(self._cache.unit_path(unit), pickle.dumps(merged, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 class _LoadUnitFn(beam.DoFn):
@@ -109,9 +108,9 @@ class _LoadUnitFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(name, (unit, decisions))
 
 
-def save(joined: beam.PCollection, cache: DedupCache) -> None:
-    """Write every unit's decisions (``joined``: each unit with its dedup streams grouped)."""
-    _ = joined | "SaveDedup" >> beam.ParDo(_SaveUnitFn(cache))
+def save(merged: beam.PCollection, cache: DedupCache) -> None:
+    """Write every unit's decisions (``merged``: (unit, ``merge_streams`` of its grouped decisions))."""
+    _ = merged | "SaveDedup" >> beam.ParDo(_SaveUnitFn(cache))
 
 
 def load(pipeline: beam.Pipeline, units: beam.PCollection, cache: DedupCache, dedup_steps: str) -> tuple[dict, dict]:
