@@ -110,9 +110,12 @@ def _blob_lines():
 
 
 @PROPERTY
-@given(lines=_blob_lines(), bom=st.booleans(), cuts=st.lists(st.integers(1, 2000), max_size=4))
-def test_hostile_file_under_any_split_reads_every_line_once(tmp_path_factory, lines, bom, cuts):
+@given(lines=_blob_lines(), bom=st.booleans(), cuts=st.lists(st.integers(1, 2000), max_size=4), unterminated=st.booleans(),
+       block_bytes=st.one_of(st.just(io.LINE_BLOCK_BYTES), st.integers(1, 64)))
+def test_hostile_file_under_any_split_reads_every_line_once(tmp_path_factory, lines, bom, cuts, unterminated, block_bytes):
+    """Whatever the ranges and the reader's block size (lines cut across blocks), and with or without a last newline."""
     data = (b"\xef\xbb\xbf" if bom else b"") + b"".join(body + end for body, end in lines)
+    data = data[:-1] if unterminated else data
     path = tmp_path_factory.mktemp("hostile") / "h.jsonl"
     path.write_bytes(data)
     expected, offset = [], 0
@@ -124,7 +127,7 @@ def test_hostile_file_under_any_split_reads_every_line_once(tmp_path_factory, li
     bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
     firsts = io.first_lines([io.count_line_starts(str(path), start, end) for start, end in zip(bounds, bounds[1:])])
     got = [(first - 1 + index, line) for (start, end), first in zip(zip(bounds, bounds[1:]), firsts)
-           for index, line, _ in io.jsonl_lines(str(path), start, end)]
+           for index, line, _ in io.jsonl_lines(str(path), start, end, block_bytes)]
     assert got == expected
 
 

@@ -57,7 +57,9 @@ FORMATS = (JSONL_GZ, JSONL_ZST, JSONL, PARQUET)  # longest suffix first
 SPLIT_BYTES = 64 << 20
 BATCH_RECORDS = 1024
 BATCH_BYTES = 8 << 20
+LINE_BLOCK_BYTES = 4 << 20  # decompressed bytes split into lines at a time
 PROBE_RECORDS = 100  # records of a JSON Lines file read before the run to check its fields
+PROBE_BLOCK_BYTES = 64 << 10  # the probe reads this much at a time, not a whole block
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -265,7 +267,7 @@ def probe_file(path: str, config: ReadConfig) -> FileProbe:
         return FileProbe(path, tuple(arrow_schema.names), id_type)
     fields: dict[str, None] = {}
     id_type = None
-    for _, line, _ in _limited(jsonl_lines(path, 0, -1), PROBE_RECORDS):
+    for _, line, _ in _limited(jsonl_lines(path, 0, -1, PROBE_BLOCK_BYTES), PROBE_RECORDS):
         try:
             obj = json.loads(line)
         except ValueError:
@@ -380,33 +382,35 @@ class _ZstdStream(io.RawIOBase):
         self._raw = raw
         self._context = zstandard.ZstdDecompressor()
         self._frame = self._context.decompressobj()
-        self._pending = b""
+        self._pending, self._start = b"", 0  # decompressed bytes not yet returned: self._pending[self._start:]
         self._in_frame = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        while not self._pending:
+        while self._start == len(self._pending):
             chunk = self._raw.read(1 << 20)
             if not chunk:
                 if self._in_frame:
                     raise zstandard.ZstdError("stream ends inside a zstd frame")
                 return 0
-            self._decompress(chunk)
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
+            self._pending, self._start = self._decompress(chunk), 0
+        size = min(len(buffer), len(self._pending) - self._start)
+        buffer[:size] = memoryview(self._pending)[self._start:self._start + size]
+        self._start += size
         return size
 
-    def _decompress(self, chunk: bytes) -> None:
+    def _decompress(self, chunk: bytes) -> bytes:
+        parts = []
         while chunk:
-            self._pending += self._frame.decompress(chunk)
+            parts.append(self._frame.decompress(chunk))
             self._in_frame = not self._frame.eof
             chunk = b""
             if self._frame.eof:
                 chunk = self._frame.unused_data
                 self._frame = self._context.decompressobj()
+        return b"".join(parts)
 
     def close(self):
         self._raw.close()
@@ -431,36 +435,59 @@ def _open_jsonl_stream(path: str, fmt: str):
     return raw, None
 
 
-def jsonl_lines(path: str, start: int, stop: int) -> Iterator[tuple[int, bytes, int]]:
-    """``(index, line, read)`` of the non-blank lines starting in [start, stop).
+def jsonl_line_blocks(path: str, start: int, stop: int, block_bytes: int = LINE_BLOCK_BYTES) -> Iterator[tuple[int, list[bytes], int]]:
+    """``(index, lines, read)``: the lines starting in [start, stop), about ``block_bytes`` at a time.
 
-    ``index`` counts lines from the range's first line, blank ones included; ``read`` is the
-    bytes of the file read so far from ``start`` (compressed bytes for a compressed file).
-    ``stop == -1`` reads to the end of the stream. Compressed files are read from the start. Line
-    endings and a leading UTF-8 BOM are removed.
+    ``lines`` are raw: blank ones included, each without its ``\\n`` (a ``\\r`` before it stays); ``index``
+    is the block's first line's, counting from the range's first line; ``read`` is the bytes of the file
+    read after the block from ``start`` (compressed bytes for a compressed file). ``stop == -1``
+    reads to the end of the stream. Compressed files are read from the start. A leading UTF-8 BOM
+    is removed. Splitting a block costs one C call, so a reader that parses a few lines of a unit
+    pays little for the others.
 
     Raises:
         InputError: the compressed stream is corrupt or truncated.
     """
     fmt = input_format(path)
     stream, compressed = _open_jsonl_stream(path, fmt)
-    offset, index = start, 0
+    offset, index, carry, last = start, 0, b"", False
     try:
         if start > 0:  # the line holding byte start - 1 belongs to the previous range
             stream.seek(start - 1)
             offset = start - 1 + len(stream.readline())
-        for line in stream:
-            if stop != -1 and offset >= stop:
-                break
-            body = line[3:] if offset == 0 and line.startswith(b"\xef\xbb\xbf") else line
-            if body.strip():
-                yield index, body.rstrip(b"\r\n"), (compressed.tell() if compressed else offset + len(line) - start)
-            offset += len(line)
-            index += 1
+        first_block = offset == 0
+        while not last and (stop == -1 or offset < stop):
+            chunk = stream.read(block_bytes)
+            block, last = carry + chunk, not chunk
+            end = len(block) if last else block.rfind(b"\n") + 1  # at the end of the stream the last line may lack its \n
+            block, carry = block[:end], block[end:]
+            if not block:
+                continue
+            if stop != -1 and offset + len(block) > stop:  # lines starting at stop or later belong to the next range
+                cut = block.find(b"\n", stop - offset - 1) + 1
+                block, last = block[:cut or len(block)], True
+            lines = block.split(b"\n")
+            if block.endswith(b"\n"):
+                lines.pop()
+            if first_block and lines[0].startswith(b"\xef\xbb\xbf"):
+                lines[0] = lines[0][3:]
+            first_block = False
+            offset += len(block)
+            yield index, lines, (compressed.tell() if compressed else offset - start)
+            index += len(lines)
     except (OSError, EOFError, zlib.error, zstandard.ZstdError) as err:
         raise InputError(f"{path}: corrupt or truncated {fmt} stream after byte {offset} of its content: {err}") from None
     finally:
         stream.close()
+
+
+def jsonl_lines(path: str, start: int, stop: int, block_bytes: int = LINE_BLOCK_BYTES) -> Iterator[tuple[int, bytes, int]]:
+    """``(index, line, read)`` of the non-blank lines of ``jsonl_line_blocks`` (``read``: after the line's
+    block), line endings removed."""
+    for first, lines, read in jsonl_line_blocks(path, start, stop, block_bytes):
+        for i, line in enumerate(lines):
+            if line and not line.isspace():
+                yield first + i, line.rstrip(b"\r"), read
 
 
 def _text_reason(text) -> str | None:
@@ -557,17 +584,19 @@ def _jsonl_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str, onl
     pending: list[tuple[int, int, bytes]] = []  # (ordinal, position, line)
     batcher = _Batcher(config)
     ordinal, reported, read, skipped = 0, 0, 0, 0
-    wanted = None if only is None else set(only.tolist())
-    for index, line, read in jsonl_lines(unit.path, unit.start, unit.stop):
-        if wanted is None or ordinal in wanted:
-            pending.append((ordinal, unit.first_position + index, line))
-        else:
-            skipped += 1
-        ordinal += 1
-        if batcher.add(len(line) + 1):
-            yield _parse_lines(pending, config, ids, name, min(read, unit.size) - reported)._replace(skipped=skipped)
-            pending, reported, skipped = [], min(read, unit.size), 0
-            batcher.reset()
+    for first, lines, read in jsonl_line_blocks(unit.path, unit.start, unit.stop):
+        records = [i for i, line in enumerate(lines) if line and not line.isspace()]
+        taken = range(len(records)) if only is None else (
+            only[np.searchsorted(only, ordinal):np.searchsorted(only, ordinal + len(records))] - ordinal).tolist()
+        skipped += len(records) - len(taken)
+        for j in taken:  # a batch holds batch_records parsed records at most; skipped ones only count as read
+            line = lines[records[j]].rstrip(b"\r")
+            pending.append((ordinal + j, unit.first_position + first + records[j], line))
+            if batcher.add(len(line) + 1):
+                yield _parse_lines(pending, config, ids, name, min(read, unit.size) - reported)._replace(skipped=skipped)
+                pending, reported, skipped = [], min(read, unit.size), 0
+                batcher.reset()
+        ordinal += len(records)
     if pending or skipped or ordinal == 0:
         yield _parse_lines(pending, config, ids, name, unit.size - reported)._replace(skipped=skipped)
 
@@ -615,8 +644,8 @@ def _parquet_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str, o
         for batch in batches:
             table, ordinals = pa.Table.from_batches([batch]), np.arange(ordinal, ordinal + batch.num_rows, dtype=np.int64)
             if only is not None:
-                keep = np.isin(ordinals, only)
-                table, ordinals = table.filter(pa.array(keep)), ordinals[keep]
+                ordinals = only[np.searchsorted(only, ordinal):np.searchsorted(only, ordinal + batch.num_rows)]
+                table = table.take(pa.array(ordinals - ordinal))
             checked = _check_rows(table, ordinals, unit.first_position, config, ids, name, unit.size * batch.num_rows // rows)
             yield checked._replace(skipped=batch.num_rows - len(ordinals))
             ordinal += batch.num_rows
@@ -665,6 +694,7 @@ def read_unit(unit: Unit, config: ReadConfig, ids: IdPolicy, only: np.ndarray | 
         InputError: the file is unreadable or corrupt, or a Parquet file has no text column.
     """
     name = relative_name(unit.path, ids.root)
+    only = None if only is None else np.unique(np.asarray(only, np.int64))
     if unit.format == PARQUET:
         return _parquet_batches(unit, config, ids, name, only)
     return _jsonl_batches(unit, config, ids, name, only)
