@@ -236,33 +236,16 @@ class _FitReadFn(beam.DoFn):
         self._reporter.unit_done(unit.size)
 
 
-class _EmbedSampleFn(beam.DoFn):
-    """Unit -> the k-means sample entries ``(rank, id, vector)`` of its records ranked within the sample (a second read)."""
-
-    def __init__(self, read: io.ReadConfig, ids: io.IdPolicy, config: embed.EmbedConfig, seed: int, progress_folder: str | None):
-        self._read, self._ids, self._config, self._seed, self._progress = read, ids, config, seed, progress_folder
-
-    def setup(self):
-        self._vectorizer = embed.make_vectorizer(self._config)
-        self._reporter = progress.Reporter(self._progress, "fit_sample")
-
-    def process(self, unit: io.Unit, projection, largest_rank: int):
-        for batch in io.read_unit(unit, self._read, self._ids):
-            self._reporter.add(batch.records, batch.read_bytes)
-            if not batch.ids:
-                continue
-            ranks = seeded.sample_rank(batch.ids, self._seed)
-            chosen = within_sample(ranks, largest_rank)
-            if len(chosen):
-                found, _ = embed.embed_texts([batch.texts[i] for i in chosen], self._vectorizer, projection)
-                for i, vector in zip(chosen.tolist(), found):
-                    yield int(ranks[i]), str(batch.ids[i]), vector
-        self._reporter.unit_done(unit.size)
+def _sample_candidates(ids_and_texts, seed: int):
+    """(ids, texts) -> ``(rank, str(id), text)`` of each record (``seeded.sample_rank``): the k-means sample is the smallest."""
+    ids, texts = ids_and_texts
+    return zip(seeded.sample_rank(ids, seed).tolist(), map(str, ids), texts)
 
 
-def within_sample(ranks: np.ndarray, largest_rank: int) -> np.ndarray:
-    """Positions of the ``seeded.sample_rank`` ranks (signed int64) at most ``largest_rank``, the sample's largest."""
-    return np.flatnonzero(ranks <= np.int64(largest_rank))
+def _embed_sample(sample: list, projection, config: embed.EmbedConfig) -> list:
+    """The k-means sample's ``(rank, id, text)`` -> ``(rank, id, vector)``, embedded as the score pass embeds."""
+    found, _ = embed.embed_texts([text for _, _, text in sample], embed.make_vectorizer(config), projection)
+    return [(rank, doc_id, vector) for (rank, doc_id, _), vector in zip(sample, found)]
 
 
 def _field_widths(ids_and_values) -> dict[int, int]:
@@ -276,16 +259,8 @@ def _field_entries(ids_and_values, width: int | None, seed: int):
     return kmeans.sample_entries([ids[i] for i in usable], found[usable], seed)
 
 
-def _ranks(ids_and_texts, seed: int):
-    return seeded.sample_rank(ids_and_texts[0], seed).tolist()
-
-
 def _count(ids_and_texts) -> int:
     return len(ids_and_texts[0])
-
-
-def _largest(ranks: list[int]) -> int:
-    return max(ranks) if ranks else -1
 
 
 class _WriteFitFn(beam.DoFn):
@@ -372,19 +347,12 @@ def build_fit(pipeline: beam.Pipeline, options: ScoreOptions, table: FeaturesTab
                 | "FitProjection" >> beam.Map(embed.fit_on_sample, options.embed)
             )
             side["projection"] = beam.pvalue.AsSingleton(projection)
-            # the k-means sample: its largest rank, then a second read embeds the records within it
-            largest_rank = (
-                raw
-                | "KMeansRanks" >> beam.FlatMap(_ranks, seed)
-                | "SmallestRanks" >> beam.combiners.Top.Smallest(options.kmeans.sample_size)
-                | "LargestRank" >> beam.Map(_largest)
-            )
+            # the k-means sample: the texts of the smallest ranks, taken in this read (no second read), then embedded
             entries = (
-                pipeline
-                | "ListSampleUnits" >> beam.Create(units)
-                | "SpreadSampleUnits" >> beam.Reshuffle()
-                | "EmbedSample" >> beam.ParDo(_EmbedSampleFn(options.read, ids, options.embed, seed, progress_folder),
-                                              beam.pvalue.AsSingleton(projection), beam.pvalue.AsSingleton(largest_rank))
+                raw
+                | "KMeansCandidates" >> beam.FlatMap(_sample_candidates, seed)
+                | "KMeansSample" >> beam.combiners.Top.Smallest(options.kmeans.sample_size)
+                | "EmbedSample" >> beam.FlatMap(_embed_sample, beam.pvalue.AsSingleton(projection), options.embed)
             )
         else:
             width = (

@@ -3,14 +3,19 @@
 import numpy as np
 
 from winnow.pipelines import score
-from winnow.transforms import seeded
+from winnow.transforms import embed, seeded
 
 
-def test_the_k_means_sample_is_the_smallest_ranks_when_they_are_all_negative():
-    # ranks are signed: a sample of 10 among 10,000 records has only negative ranks
-    ids = [f"doc{i}" for i in range(10_000)]
+def test_the_k_means_sample_is_the_records_of_smallest_rank_each_embedded_from_its_own_text():
+    ids = [f"doc{i}" for i in range(2_000)]
+    texts = [f"alpha{i % 97} beta{i % 13} gamma{i % 7} words of record {i}" for i in range(2_000)]
+    sample = sorted(score._sample_candidates((ids, texts), 5))[:10]  # what Top.Smallest keeps
     ranks = seeded.sample_rank(ids, 5)
-    largest = int(np.sort(ranks)[9])
-    assert largest < 0
-    assert score.within_sample(ranks, largest).tolist() == sorted(np.argsort(ranks)[:10].tolist())
-    assert len(score.within_sample(ranks, int(ranks.max()))) == len(ids)
+    assert [doc_id for _, doc_id, _ in sample] == [ids[i] for i in np.argsort(ranks)[:10]]
+    config = embed.EmbedConfig(dim=16)
+    projection = embed.fit_projection(texts[:500], embed.make_vectorizer(config), config)
+    entries = score._embed_sample(sample, projection, config)
+    assert [(rank, doc_id) for rank, doc_id, _ in entries] == [(rank, doc_id) for rank, doc_id, _ in sample]
+    for (_, doc_id, vector) in entries:  # row by row: a record's vector is its own text's
+        alone, _ = embed.embed_texts([texts[ids.index(doc_id)]], embed.make_vectorizer(config), projection)
+        np.testing.assert_allclose(vector, alone[0], rtol=1e-6)
