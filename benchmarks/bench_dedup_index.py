@@ -500,7 +500,7 @@ def section(results: list[SizeResult]) -> list[str]:
         "Where the time goes (each run's `report.json`: `timings_s` of its score pass, which reads the text and "
         "computes exact hashes and signatures, and of its decide + write pass, which runs the dedup stages and "
         "writes `selected/` and `scores/`; `stage_busy_s` of the near-duplicate stages, `DedupNear`, and of "
-        "reading the index, `IndexSignedRows` + `IndexExactRows`):",
+        "reading the index, `IndexBandRows` + `IndexExactRows`):",
         "",
         "| documents | run | score pass s | decide + write pass s | DedupNear busy s | index read busy s |",
         "|---|---|---:|---:|---:|---:|",
@@ -509,7 +509,7 @@ def section(results: list[SizeResult]) -> list[str]:
         for name, label in (("new", "new `--against`"), ("full", "full rerun")):
             report = r.runs[name].report
             busy = report["stage_busy_s"]
-            index_read = busy.get("IndexSignedRows", 0.0) + busy.get("IndexExactRows", 0.0)
+            index_read = busy.get("IndexBandRows", 0.0) + busy.get("IndexExactRows", 0.0)
             lines.append(f"| {r.n_docs:,} | {label} | {report['timings_s']['score']:.1f} | {report['timings_s']['decide_write']:.1f} | "
                          f"{busy.get('DedupNear', 0.0):.1f} | {index_read:.1f} |")
     with_truth = [r for r in results if r.quality]

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -35,7 +36,6 @@ from winnow.transforms.select import KeyBatch, TotalQuota
 from winnow.transforms.semdedup import SemDedupConfig
 
 NAMESPACE = "winnow.decide"
-BASELINE_SEED_OFFSET = 1  # the random baseline of the metrics uses seed + 1, independent of the selection
 SAMPLES_PER_OUTCOME = 5  # report: sample documents per outcome, and members per duplicate cluster shown
 SAMPLED_CLUSTERS = 5  # report: the largest near-duplicate clusters and exact groups shown with their members
 OPENING_CHARS = 300
@@ -223,11 +223,11 @@ def check_unique(duplicate: list) -> None:
         raise ValueError(f"duplicate id {doc_id!r}: {count} records, in {' and '.join(sources)}; ids must be unique across the inputs")
 
 
-class _SignedRowsFn(beam.DoFn):
-    """(unit, {"exact": drops}) -> (unit, ordinals, signatures) of its valid records that exact dedup kept."""
+class _BandRowsFn(beam.DoFn):
+    """(unit, {"exact": drops}) -> (unit, ordinals, band keys) of its valid records that exact dedup kept."""
 
-    def __init__(self, table: FeaturesTable):
-        self._table = table
+    def __init__(self, table: FeaturesTable, band_rows: tuple[int, int]):
+        self._table, self._band_rows = table, band_rows
 
     def process(self, element):
         unit, grouped = element
@@ -235,7 +235,7 @@ class _SignedRowsFn(beam.DoFn):
         keep = _valid(rows)
         keep[_ordinal_set(grouped.get("exact", []))] = False
         ordinals = np.flatnonzero(keep)
-        yield unit, ordinals, features.signatures_of(rows.column(features.SIGNATURE))[ordinals]
+        yield unit, ordinals, band_keys(features.signatures_of(rows.column(features.SIGNATURE))[ordinals], *self._band_rows)
 
 
 class _IndexRowsFn(beam.DoFn):
@@ -248,17 +248,20 @@ class _IndexRowsFn(beam.DoFn):
         self._index_units, self._band_rows = index_units, band_rows
 
     def process(self, unit: int, run_keys: np.ndarray):
-        exact = self._band_rows is None
-        rows = pq.read_table(FileSystems.open(self._index_units[unit]), columns=[features.ID, features.EXACT_HASH] if exact else [features.SIGNATURE])
-        if exact:
+        shard = pq.ParquetFile(FileSystems.open(self._index_units[unit]))
+        if self._band_rows is None:
+            rows = shard.read(columns=[features.ID, features.EXACT_HASH])
             hashes = features.hashes_of(rows.column(features.EXACT_HASH))
             ordinals = np.flatnonzero(dedup.key_filter_contains(run_keys, hashes[:, 0]))
             yield unit, ordinals, _ids(rows.take(pa.array(ordinals))), hashes[ordinals]
-        else:
-            signatures = features.signatures_of(rows.column(features.SIGNATURE))
-            keys = band_keys(signatures, *self._band_rows)
+        else:  # the shard's stored band keys when they are this run's bands, else computed from its signatures
+            stored = (shard.schema_arrow.metadata or {}).get(features.BAND_ROWS_KEY) == "{},{}".format(*self._band_rows).encode()
+            if stored:
+                keys = features.fixed_lists_of(shard.read(columns=[features.BAND_KEYS]).column(features.BAND_KEYS), np.uint64)
+            else:
+                keys = band_keys(features.signatures_of(shard.read(columns=[features.SIGNATURE]).column(features.SIGNATURE)), *self._band_rows)
             ordinals = np.flatnonzero(dedup.key_filter_contains(run_keys, keys.reshape(-1)).reshape(keys.shape).any(axis=1))
-            yield unit, ordinals, signatures[ordinals]
+            yield unit, ordinals, keys[ordinals]
 
 
 class UnitTexts(dedup.TextSource):
@@ -443,9 +446,10 @@ def quality_batch(pool: Pool, options: DecideOptions, moments: dict) -> KeyBatch
 
 
 def baseline_keys(pool: Pool, seed: int) -> KeyBatch:
-    """Random keys of the report's baseline: ``uniform(seed + BASELINE_SEED_OFFSET, id)``, one group."""
-    return KeyBatch(pool.unit, pool.ordinals, pool.ids, np.zeros(len(pool.ordinals), np.int64),
-                    seeded.uniform(pool.ids, seed + BASELINE_SEED_OFFSET))
+    """Random keys of the report's baseline, one group: the unit's row keys (``seeded.row_keys``, stream
+    ``baseline:<unit>``) in (0, 1); a random sample independent of the selection, hashing no id."""
+    keys = seeded.row_keys(seed, f"baseline:{pool.unit}", int(pool.ordinals.max(initial=-1)) + 1)[pool.ordinals]
+    return KeyBatch(pool.unit, pool.ordinals, pool.ids, np.zeros(len(pool.ordinals), np.int64), seeded.unit_interval(keys))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -571,25 +575,33 @@ class _FinishUnitFn(beam.DoFn):
                     yield beam.pvalue.TaggedOutput("vectors", (name, found[mask]))
         ids = _ids(rows)
         outcome = np.where(selected, "selected", drop_reason)
-        keys = seeded.hash64([f"{unit}:{i}" for i in range(n)], options.seed, b"winnow-report")
+        keys = seeded.row_keys(options.seed, f"report:{unit}", n)
         for name in set(outcome[valid].tolist()):
             rows_of = np.flatnonzero(valid & (outcome == name))
             best = rows_of[np.argsort(keys[rows_of], kind="stable")[:SAMPLES_PER_OUTCOME]]
             for row in best.tolist():
                 yield beam.pvalue.TaggedOutput("samples", (name, (int(keys[row]), unit, row, str(ids[row]), duplicate_of[row])))
-        for row in np.flatnonzero(valid).tolist():
-            label = cluster_members.get(str(ids[row]))
-            if label is not None:
+        if cluster_members:  # the few members of the report's largest clusters found in this unit
+            names = pa.array(list(cluster_members), pa.string())
+            found = pc.is_in(rows.column(features.ID).cast(pa.string()), value_set=names).to_numpy(zero_copy_only=False)
+            for row in np.flatnonzero(valid & found).tolist():
+                label = cluster_members[str(ids[row])]
                 yield beam.pvalue.TaggedOutput("samples", (label, (int(keys[row]), unit, row, str(ids[row]), duplicate_of[row])))
 
     def _write_index_shard(self, unit: int, rows: pa.Table, selected: np.ndarray) -> int:
-        """The unit's selected records as a dedup index shard (id, exact hash, signature); returns the rows written."""
+        """The unit's selected records as a dedup index shard (id, exact hash; with signatures, signature and the
+        band keys of this run's bands, named in the schema metadata); returns the rows written."""
         kept = pa.array(np.flatnonzero(selected))
         if not len(kept):
             return 0
         names = [features.EXACT_HASH] + ([features.SIGNATURE] if features.SIGNATURE in self._layout.table_columns else [])
         shard = self._layout.table.read(unit, names).take(kept)
         table = pa.table({features.ID: rows.column(features.ID).take(kept), **{name: shard.column(name) for name in names}})
+        if features.SIGNATURE in names:
+            band_rows = self._options.minhash.band_rows
+            keys = band_keys(features.signatures_of(shard.column(features.SIGNATURE)), *band_rows)
+            table = table.append_column(features.BAND_KEYS, features.fixed_list_array(keys)).replace_schema_metadata(
+                {features.BAND_ROWS_KEY: "{},{}".format(*band_rows).encode()})
         write_atomically(f"{self._options.index_shards}-{unit:05d}.parquet", lambda handle: pq.write_table(table, handle, compression="zstd"))
         return len(kept)
 
@@ -627,6 +639,13 @@ class _FinishUnitFn(beam.DoFn):
         write_atomically(self._layout.part("scores", unit, ".parquet"), lambda handle: pq.write_table(table, handle, compression="zstd"))
 
 
+def _in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """(n,) bool: which ``values`` occur in the ascending array ``sorted_set`` (``np.isin`` without sorting again)."""
+    if not len(sorted_set):
+        return np.zeros(len(values), bool)
+    return sorted_set[np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)] == values
+
+
 class _WriteSelectedFn(beam.DoFn):
     """Chosen -> ``selected/part-NNNNN.parquet``: the unit's selected rows, input columns as read plus winnow's.
 
@@ -655,19 +674,21 @@ class _WriteSelectedFn(beam.DoFn):
         counts = {"selected": np.zeros(buckets, np.int64), "random": np.zeros(buckets, np.int64)}
         openings, written = {}, 0
         selected_set = chosen.ordinals
+        wanted_ordinals = np.array(sorted(wanted), np.int64)
 
         def write(handle):
             nonlocal written
             with pq.ParquetWriter(handle, self._schema, compression="zstd") as writer:
-                needed = np.union1d(np.union1d(selected_set, chosen.baseline), np.fromiter(wanted, np.int64, len(wanted))).astype(np.int64)
+                baseline = chosen.baseline if self._hasher is not None else selected_set[:0]  # only the KL counts read it
+                needed = np.union1d(np.union1d(selected_set, baseline), wanted_ordinals).astype(np.int64)
                 for batch in io.read_unit(unit, layout.read, layout.ids, only=needed):
                     self._reporter.add(batch.records, batch.read_bytes)
-                    take = np.flatnonzero(np.isin(batch.ordinals, selected_set))
-                    for i in np.flatnonzero(np.isin(batch.ordinals, list(wanted))).tolist():
+                    take = np.flatnonzero(_in_sorted(batch.ordinals, selected_set))
+                    for i in np.flatnonzero(_in_sorted(batch.ordinals, wanted_ordinals)).tolist():
                         openings[ordinal_key(chosen.unit, int(batch.ordinals[i]))] = batch.texts[i][:OPENING_CHARS]
                     if self._hasher is not None:
                         for name, ordinals in (("selected", selected_set), ("random", chosen.baseline)):
-                            picked = [batch.texts[i] for i in np.flatnonzero(np.isin(batch.ordinals, ordinals)).tolist()]
+                            picked = [batch.texts[i] for i in np.flatnonzero(_in_sorted(batch.ordinals, ordinals)).tolist()]
                             if picked:
                                 counts[name] += dsir.ngram_counts(self._hasher.featurize(picked), buckets)
                     if not len(take):
@@ -905,19 +926,19 @@ def _dedup(pipeline, units, keyed, options: DecideOptions, layout: Layout) -> tu
         streams["exact"] = exact["drops"]
         stats["dedup_exact"] = exact["groups"]
     if "minhash" in options.dedup:
-        # unit + its exact drops -> (unit, ordinals, signatures) of the rows exact dedup kept -> near decisions
-        signed = _join(keyed, {k: v for k, v in streams.items() if k == "exact"}, "JoinExactDrops") | "SignedRows" >> beam.ParDo(
-            _SignedRowsFn(layout.table))
+        # unit + its exact drops -> (unit, ordinals, band keys) of the rows exact dedup kept -> near decisions
         band_rows = options.minhash.band_rows
+        banded = _join(keyed, {k: v for k, v in streams.items() if k == "exact"}, "JoinExactDrops") | "BandRows" >> beam.ParDo(
+            _BandRowsFn(layout.table, band_rows))
         if index_units:
-            run_keys = _run_keys(signed, lambda element: band_keys(element[2], *band_rows).reshape(-1),
+            run_keys = _run_keys(banded, lambda element: element[2].reshape(-1),
                                  dedup.key_filter_bits(layout.shards * dedup.ROWS_PER_SHARD * band_rows[0]), "RunBand")
-            indexed = pipeline | "ListIndexNear" >> beam.Create(index_units) | "IndexSignedRows" >> beam.ParDo(
+            indexed = pipeline | "ListIndexNear" >> beam.Create(index_units) | "IndexBandRows" >> beam.ParDo(
                 _IndexRowsFn(layout.index_units, band_rows), run_keys)
-            signed = (signed, indexed) | "WithIndexNear" >> beam.Flatten()
+            banded = (banded, indexed) | "WithIndexNear" >> beam.Flatten()
         source = features.FeaturesSignatures(layout.table, layout.index_units)
         texts = UnitTexts(layout.units, layout.read, layout.ids)
-        near = signed | "DedupNear" >> dedup.DedupNear(options.minhash, source, texts, layout.shards * band_rows[0], run_source)
+        near = banded | "DedupNear" >> dedup.DedupNear(options.minhash, source, texts, layout.shards * band_rows[0], run_source)
         streams["near"] = near["decisions"]
         stats["dedup_minhash"] = near["stats"]
     return streams, stats

@@ -5,7 +5,10 @@ An index is a directory on any Beam filesystem::
     index.json                  the options its rows depend on, and its complete shards
     shard-<run>-NNNNN.parquet   one per work unit of a run that wrote to it: id, exact_hash
                                 (fixed_size_binary(16)) and, when MinHash ran, signature
-                                (fixed_size_list<uint32>[num_perm]) of each kept record
+                                (fixed_size_list<uint32>[num_perm]) and band_keys
+                                (fixed_size_list<uint64>[bands], the writing run's bands, named
+                                in the schema metadata ``winnow.band_rows`` = "bands,rows") of
+                                each kept record
 
 ``--dedup-index DIR`` (``winnow dedup --index DIR``) writes the run's kept records as new shards
 and then lists them in ``index.json``: a later run appends, and a killed run leaves only unlisted
@@ -20,7 +23,8 @@ an exact hash or an LSH band key with one of the run's records: the run's keys f
 The options that must match between an index and a run are stored and checked before the run: the
 exact key's normalization, and for near duplicates the signature's num_perm, shingle, shingle
 kind, hash, permutation and seed. LSH bands are derived from the signatures for the threshold
-the run asks, so threshold and bands may differ.
+the run asks, so threshold and bands may differ: a run whose bands are a shard's reads its stored
+band keys, any other computes them from its signatures.
 """
 
 import uuid

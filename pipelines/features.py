@@ -41,6 +41,8 @@ VERSION = 1
 
 ORDINAL, POSITION, ID, INVALID_REASON, RAW, LENGTH = "ordinal", "position", "id", "invalid_reason", "raw", "length"
 EXACT_HASH, SIGNATURE = "exact_hash", "signature"
+BAND_KEYS = "band_keys"  # dedup index shards: the LSH band keys of the signature, for BAND_ROWS_KEY
+BAND_ROWS_KEY = b"winnow.band_rows"  # schema metadata of an index shard with band keys: b"<bands>,<rows>"
 DSIR_LOG_WEIGHT, DSIR_TARGET_LOG_WEIGHTS, DSIR_LENGTH = "dsir_log_weight", "dsir_target_log_weights", "dsir_length"
 ZIPFIT_ALIGNMENT = "zipfit_alignment"
 EMBEDDING, CLUSTER, CLUSTER_DISTANCE = "embedding", "cluster", "cluster_distance"
@@ -177,17 +179,27 @@ class FeaturesSignatures(dedup.SignatureSource):
         return np.array(rows.column(ID).to_pylist(), dtype=object)
 
 
-def signatures_of(column) -> np.ndarray:
-    """A ``signature`` column -> (n, P) uint32."""
+def fixed_lists_of(column, dtype) -> np.ndarray:
+    """A fixed_size_list column -> (n, width) array of ``dtype``."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     width = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).astype(np.uint32).reshape(-1, width)
+    return column.flatten().to_numpy(zero_copy_only=False).astype(dtype).reshape(-1, width)
+
+
+def fixed_list_array(values: np.ndarray) -> pa.Array:
+    """(n, width) array -> a fixed_size_list<its type>[width] column."""
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(values).reshape(-1)), values.shape[1])
+
+
+def signatures_of(column) -> np.ndarray:
+    """A ``signature`` column -> (n, P) uint32."""
+    return fixed_lists_of(column, np.uint32)
 
 
 def signature_array(signatures: np.ndarray) -> pa.Array:
     """(n, P) uint32 signatures -> a fixed_size_list<uint32>[P] column."""
-    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(signatures, np.uint32).reshape(-1)), signatures.shape[1])
+    return fixed_list_array(np.asarray(signatures, np.uint32))
 
 
 def hashes_of(column) -> np.ndarray:

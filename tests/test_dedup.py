@@ -234,7 +234,7 @@ def _near(texts: dict, config: MinHashConfig, units: int = 2, indexed: dict | No
     if indexed:
         placed[dedup.index_unit(0, 0)] = sorted(indexed)
     memory = {u: (np.array(members, dtype=object), signatures[[ids.index(m) for m in members]]) for u, members in placed.items()}
-    elements = [(u, np.arange(len(members)), memory[u][1]) for u, members in placed.items()]
+    elements = [(u, np.arange(len(members)), band_keys(memory[u][1], *config.band_rows)) for u, members in placed.items()]
     text_source = _MemoryTexts({u: [texts[m] for m in members] for u, members in placed.items() if u < dedup.INDEX_UNIT_BASE})
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "decided.json")

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -10,6 +11,7 @@ from examples import make_demo_corpus
 from winnow.pipelines import cli, dedup_index
 from tests.helpers import RootedFileSystem, estimate_passes
 from winnow.transforms import schema
+from winnow.transforms.minhash import band_keys
 
 
 def _table(directory):
@@ -147,6 +149,33 @@ def test_index_round_trip_keeps_ids_hashes_and_signatures(tmp_path):
     assert rows.column("id").type == pa.int64()  # the input's id type, kept
     assert rows.schema.field("signature").type == pa.list_(pa.uint32(), 128) and rows.schema.field("exact_hash").type == pa.binary(16)
     assert sorted(rows.column("id").to_pylist()) == sorted(_table(tmp_path / "o" / "selected").column("id").to_pylist())
+    signatures = np.array(rows.column("signature").to_pylist(), np.uint32)
+    assert rows.schema.metadata[b"winnow.band_rows"] == b"12,10" and rows.schema.field("band_keys").type == pa.list_(pa.uint64(), 12)
+    assert np.array_equal(np.array(rows.column("band_keys").to_pylist(), np.uint64), band_keys(signatures, 12, 10))
+
+
+def test_stored_band_keys_decide_as_the_signatures_do(tmp_path):
+    """A run with the index's bands reads its band keys; one with other bands, or an index shard without
+    them, computes them from the signatures: the same decisions either way."""
+    raw, _ = make_demo_corpus.build(code_docs=30)
+    by_id = {r["id"]: r for r in raw}
+    first = _write_jsonl(tmp_path / "a" / "a.jsonl", raw[:200])
+    index = tmp_path / "index"
+    assert cli.main(["dedup", "--input", first, "--output", str(tmp_path / "o1"), "--index", str(index)]) == 0
+    kept = _table(tmp_path / "o1" / "selected").column("id").to_pylist()[:20]
+    near = [{"id": f"near-{i}", "text": by_id[i]["text"] + " and one more word"} for i in kept]
+    second = _write_jsonl(tmp_path / "b" / "b.jsonl", raw[200:] + near)
+
+    def decisions(name, *flags):
+        assert cli.main(["dedup", "--input", second, "--output", str(tmp_path / name), "--against", str(index), "--write-scores", *flags]) == 0
+        return sorted((r["id"], r[schema.DROP_REASON], r[schema.DUPLICATE_OF]) for r in _table(tmp_path / name / "scores").to_pylist())
+
+    stored, other_bands = decisions("stored"), decisions("other", "--threshold", "0.7")
+    assert sum(reason == "near_duplicate" and of in kept for _, reason, of in stored) >= 15
+    for shard in index.glob("shard-*.parquet"):
+        pq.write_table(pq.read_table(shard).drop_columns(["band_keys"]).replace_schema_metadata(None), shard)
+    assert decisions("computed") == stored
+    assert decisions("computed_other", "--threshold", "0.7") == other_bands
 
 
 def test_an_index_on_a_beam_filesystem_round_trips(tmp_path, monkeypatch):

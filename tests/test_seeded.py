@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from winnow.transforms import seeded
+from winnow.transforms.text import splitmix64
 
 IDS = [f"doc-{i}" for i in range(20_000)]
 
@@ -120,3 +121,13 @@ def test_round_seed_keeps_round_zero_and_separates_later_rounds():
     np.testing.assert_array_equal(noise[0], seeded.gumbel(ids, 7))
     assert abs(np.corrcoef(noise[0], noise[1])[0, 1]) < 0.1  # independent draws: |r| ~ 0.02
     assert abs(np.corrcoef(noise[1], noise[2])[0, 1]) < 0.1
+
+
+def test_row_keys_are_splitmix_of_the_streams_hash_plus_the_row():
+    start = seeded.hash64(["report:3"], 7, seeded.ROW_PERSON)[0]
+    keys = seeded.row_keys(7, "report:3", 5000)
+    assert keys.dtype == np.uint64 and keys[2] == splitmix64(np.array([start + np.uint64(2)], np.uint64))[0]
+    assert len(np.unique(keys)) == 5000
+    assert not np.array_equal(keys, seeded.row_keys(8, "report:3", 5000))
+    assert not np.array_equal(keys, seeded.row_keys(7, "report:4", 5000))
+    assert abs((keys >> np.uint64(63)).mean() - 0.5) < 0.03  # the top bit is a fair coin

@@ -14,8 +14,8 @@ with ``duplicate_of`` = the kept id.
 
 Near (``DedupNear``), four stages as in datatrove's MinHash dedup:
 
-1. buckets: each eligible document's ``bands`` LSH keys (``minhash.band_keys``), spread over
-   shards by key; the documents of a bucket shared by two or more get their ids (grouped by unit,
+1. buckets: each eligible document's ``bands`` LSH keys (``minhash.band_keys``, computed by the
+   caller), spread over shards by key; the documents of a bucket shared by two or more get their ids (grouped by unit,
    from a ``SignatureSource``), and are linked by star edges to the bucket's smallest document (a
    bucket of k documents gives k - 1 links, not k(k-1)/2), as in a run without shards;
 2. verification: a link is kept only if the estimated Jaccard of the two signatures
@@ -81,7 +81,7 @@ import apache_beam as beam
 import numpy as np
 
 from winnow.transforms import seeded
-from winnow.transforms.minhash import MinHashConfig, band_keys, estimate_jaccard, shingle_sets
+from winnow.transforms.minhash import MinHashConfig, estimate_jaccard, shingle_sets
 from winnow.transforms.text import normalize_text, splitmix64
 from winnow.transforms.validation import check_bool
 
@@ -607,16 +607,17 @@ class TextSource:
         raise NotImplementedError
 
 
-def _band_shards(element, bands: int, rows: int, shards: int):
-    unit, ordinals, signatures = element
-    if not len(ordinals):
-        return
-    keys = band_keys(signatures, bands, rows).reshape(-1)
-    refs = np.repeat(docrefs(unit, ordinals), bands)
+def _band_shards(element, shards: int):
+    """(unit, ordinals, band keys) -> (shard, (keys, docrefs)) of its (document, band) rows."""
+    unit, ordinals, keys = element
+    refs = np.repeat(docrefs(unit, ordinals), keys.shape[1])
+    keys = keys.reshape(-1)
     shard = shard_of(keys, shards)
-    for s in np.unique(shard).tolist():
-        mask = shard == s
-        yield s, (keys[mask], refs[mask])
+    order = np.argsort(shard, kind="stable")
+    starts = group_starts(shard[order])
+    for rows in np.split(order, starts[1:]):
+        if len(rows):
+            yield int(shard[rows[0]]), (keys[rows], refs[rows])
 
 
 def _shared_buckets(element):
@@ -844,9 +845,10 @@ def _near_stats(groups: dict, unstable: dict, splits: list, split_count: int, ca
 
 
 class DedupNear(beam.PTransform):
-    """Near-duplicate decisions: ``(unit, ordinals, signatures)`` of eligible rows -> every clustered row per unit.
+    """Near-duplicate decisions: ``(unit, ordinals, band keys)`` of eligible rows -> every clustered row per unit.
 
-    Input elements: ``(unit, ordinals (n,) int64, signatures (n, P) uint32)``; dedup index units take
+    Input elements: ``(unit, ordinals (n,) int64, band keys (n, bands) uint64)`` (``minhash.band_keys``
+    of the rows' signatures with ``config.band_rows``); dedup index units take
     part (their members come first in the order) but get no decisions.
 
     ``expand`` returns ``{"decisions": (unit, (ordinals, rep ids, rep sources, cluster ids, dropped))
@@ -866,13 +868,13 @@ class DedupNear(beam.PTransform):
         self._config, self._source, self._text, self._shards, self._run_source = config, source, text, shards, run_source
         self._bands, self._rows = config.band_rows  # computed once, before the pipeline runs
 
-    def expand(self, signed):
+    def expand(self, keyed):
         config = self._config
-        # (unit, ordinals, signatures) -> (shard, (band keys, docrefs)) -> shared buckets' members by unit
+        # (unit, ordinals, band keys) -> (shard, (band keys, docrefs)) -> shared buckets' members by unit
         # -> with their ids, by shard again -> star links to each bucket's smallest id, by unit of the larger end
         candidates = (
-            signed
-            | "ShardByBand" >> beam.FlatMap(_band_shards, self._bands, self._rows, self._shards)
+            keyed
+            | "ShardByBand" >> beam.FlatMap(_band_shards, self._shards)
             | "GroupBands" >> beam.GroupByKey()
             | "SharedBuckets" >> beam.FlatMap(_shared_buckets)
             | "GroupMembersByUnit" >> beam.GroupByKey()

@@ -8,6 +8,7 @@ whole pipeline promises (same ``--seed``, same output on any runner and worker c
     uniform      = (h + 0.5) / 2**64                                  in (0, 1), never 0 or 1
     gumbel       = -log(-log(uniform))                                standard Gumbel noise
     rank         = h with person "winnow-sample", minus 2**63          int64; smallest ranks = a sample
+    row key      = splitmix64(h(seed, stream) with person "winnow-rows" + i)   rows i of one stream
 
 ``person`` separates the streams: a record's selection key and its place in a fitting sample are
 independent draws even under one seed. Ids are formatted with ``str``, so the integer id 7 and
@@ -18,29 +19,36 @@ without replacement with probability proportional to ``w_i`` (Kool, van Hoof & W
 "Stochastic Beams and Where to Find Them"), which is DSIR's importance resampling.
 """
 
+import functools
 import hashlib
 from collections.abc import Iterable
 
 import numpy as np
 
+from winnow.transforms.text import splitmix64
+
 SELECTION_PERSON = b""
 SAMPLE_PERSON = b"winnow-sample"
+ROW_PERSON = b"winnow-rows"
 
 
 def hash64(ids: Iterable, seed: int | str, person: bytes = SELECTION_PERSON) -> np.ndarray:
     """(n,) uint64 ``blake2b-64(f"{seed}:{id}")`` of each id, with the given personalisation."""
-    ids = list(ids)
-    digests = b"".join(
-        hashlib.blake2b(f"{seed}:{doc_id}".encode("utf-8", "surrogatepass"), digest_size=8, person=person).digest()
-        for doc_id in ids
-    )
+    digest = functools.partial(hashlib.blake2b, digest_size=8, person=person)
+    prefix = f"{seed}:"
+    digests = b"".join([digest(f"{prefix}{doc_id}".encode("utf-8", "surrogatepass")).digest() for doc_id in ids])
     return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
 
 def uniform(ids: Iterable, seed: int | str) -> np.ndarray:
     """(n,) float64 in (0, 1): ``(h + 0.5) / 2**64``; the key of random selection."""
+    return unit_interval(hash64(ids, seed))
+
+
+def unit_interval(hashes: np.ndarray) -> np.ndarray:
+    """(n,) float64 in (0, 1): ``(h + 0.5) / 2**64`` of uint64 hashes."""
     # float64 rounds h to 53 bits; + 0.5 before the division keeps 0 out, the cap keeps 1 out.
-    return np.minimum((hash64(ids, seed).astype(np.float64) + 0.5) / 2.0**64, 1.0 - 2.0**-53)
+    return np.minimum((np.asarray(hashes, np.uint64).astype(np.float64) + 0.5) / 2.0**64, 1.0 - 2.0**-53)
 
 
 def gumbel(ids: Iterable, seed: int | str) -> np.ndarray:
@@ -54,6 +62,16 @@ def sample_rank(ids: Iterable, seed: int | str) -> np.ndarray:
     The hash shifted by -2**63 (order kept), so a rank fits a signed 64-bit integer everywhere.
     """
     return (hash64(ids, seed, SAMPLE_PERSON) ^ np.uint64(1 << 63)).view(np.int64)
+
+
+def row_keys(seed: int | str, stream: str, n: int) -> np.ndarray:
+    """(n,) uint64 keys of rows 0..n-1 of one stream (e.g. a unit's rows): ``splitmix64(h(seed, stream) + i)``.
+
+    One hash per stream, then numpy: for choices among rows (the report's sample documents), not records' ids.
+    """
+    start = hash64([stream], seed, ROW_PERSON)[0]
+    with np.errstate(over="ignore"):
+        return splitmix64(start + np.arange(n, dtype=np.uint64))
 
 
 def round_seed(seed: int, round_index: int) -> int | str:
