@@ -15,9 +15,10 @@ with ``duplicate_of`` = the kept id.
 Near (``DedupNear``), four stages as in datatrove's MinHash dedup:
 
 1. buckets: each eligible document's ``bands`` LSH keys (``minhash.band_keys``, computed by the
-   caller), spread over shards by key; the documents of a bucket shared by two or more get their ids (grouped by unit,
-   from a ``SignatureSource``), and are linked by star edges to the bucket's smallest document (a
-   bucket of k documents gives k - 1 links, not k(k-1)/2), as in a run without shards;
+   caller), spread over shards by key; the documents of a bucket shared by two or more get their
+   ids (grouped by unit, from a ``SignatureSource``), and are linked by star edges to the
+   bucket's smallest document (a bucket of k documents gives k - 1 links, not k(k-1)/2), as in a
+   run without shards;
 2. verification: a link is kept only if the estimated Jaccard of the two signatures
    (``minhash.estimate_jaccard``) is ``>= threshold``. The signatures are not shuffled: links are
    grouped by the unit of one end, whose signatures a ``SignatureSource`` reads, then by the unit
