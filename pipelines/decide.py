@@ -255,7 +255,7 @@ class _IndexRowsFn(beam.DoFn):
             ordinals = np.flatnonzero(dedup.key_filter_contains(run_keys, hashes[:, 0]))
             yield unit, ordinals, _ids(rows.take(pa.array(ordinals))), hashes[ordinals]
         else:  # the shard's stored band keys when they are this run's bands, else computed from its signatures
-            stored = (shard.schema_arrow.metadata or {}).get(features.BAND_ROWS_KEY) == "{},{}".format(*self._band_rows).encode()
+            stored = (shard.schema_arrow.metadata or {}).get(features.BAND_ROWS_KEY) == features.band_rows_tag(self._band_rows)
             if stored:
                 keys = features.fixed_lists_of(shard.read(columns=[features.BAND_KEYS]).column(features.BAND_KEYS), np.uint64)
             else:
@@ -448,7 +448,7 @@ def quality_batch(pool: Pool, options: DecideOptions, moments: dict) -> KeyBatch
 def baseline_keys(pool: Pool, seed: int) -> KeyBatch:
     """Random keys of the report's baseline, one group: the unit's row keys (``seeded.row_keys``, stream
     ``baseline:<unit>``) in (0, 1); a random sample independent of the selection, hashing no id."""
-    keys = seeded.row_keys(seed, f"baseline:{pool.unit}", int(pool.ordinals.max(initial=-1)) + 1)[pool.ordinals]
+    keys = seeded.row_keys(seed, f"baseline:{pool.unit}", pool.ordinals)
     return KeyBatch(pool.unit, pool.ordinals, pool.ids, np.zeros(len(pool.ordinals), np.int64), seeded.unit_interval(keys))
 
 
@@ -575,7 +575,7 @@ class _FinishUnitFn(beam.DoFn):
                     yield beam.pvalue.TaggedOutput("vectors", (name, found[mask]))
         ids = _ids(rows)
         outcome = np.where(selected, "selected", drop_reason)
-        keys = seeded.row_keys(options.seed, f"report:{unit}", n)
+        keys = seeded.row_keys(options.seed, f"report:{unit}", np.arange(n))
         for name in set(outcome[valid].tolist()):
             rows_of = np.flatnonzero(valid & (outcome == name))
             best = rows_of[np.argsort(keys[rows_of], kind="stable")[:SAMPLES_PER_OUTCOME]]
@@ -601,7 +601,7 @@ class _FinishUnitFn(beam.DoFn):
             band_rows = self._options.minhash.band_rows
             keys = band_keys(features.signatures_of(shard.column(features.SIGNATURE)), *band_rows)
             table = table.append_column(features.BAND_KEYS, features.fixed_list_array(keys)).replace_schema_metadata(
-                {features.BAND_ROWS_KEY: "{},{}".format(*band_rows).encode()})
+                {features.BAND_ROWS_KEY: features.band_rows_tag(band_rows)})
         write_atomically(f"{self._options.index_shards}-{unit:05d}.parquet", lambda handle: pq.write_table(table, handle, compression="zstd"))
         return len(kept)
 

@@ -104,8 +104,7 @@ class _LoadUnitFn(beam.DoFn):
         self._cache = cache
 
     def process(self, unit: int):
-        for name, decisions in pickle.loads(features.read_bytes(self._cache.unit_path(unit))).items():
-            yield beam.pvalue.TaggedOutput(name, (unit, decisions))
+        yield from merged_outputs((unit, pickle.loads(features.read_bytes(self._cache.unit_path(unit)))))
 
 
 def save(merged: beam.PCollection, cache: DedupCache) -> None:

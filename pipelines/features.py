@@ -179,6 +179,11 @@ class FeaturesSignatures(dedup.SignatureSource):
         return np.array(rows.column(ID).to_pylist(), dtype=object)
 
 
+def band_rows_tag(band_rows: tuple[int, int]) -> bytes:
+    """The ``BAND_ROWS_KEY`` metadata value naming an index shard's bands: b"<bands>,<rows>"."""
+    return "{},{}".format(*band_rows).encode()
+
+
 def fixed_lists_of(column, dtype) -> np.ndarray:
     """A fixed_size_list column -> (n, width) array of ``dtype``."""
     if isinstance(column, pa.ChunkedArray):

@@ -125,9 +125,11 @@ def test_round_seed_keeps_round_zero_and_separates_later_rounds():
 
 def test_row_keys_are_splitmix_of_the_streams_hash_plus_the_row():
     start = seeded.hash64(["report:3"], 7, seeded.ROW_PERSON)[0]
-    keys = seeded.row_keys(7, "report:3", 5000)
+    rows = np.arange(5000)
+    keys = seeded.row_keys(7, "report:3", rows)
     assert keys.dtype == np.uint64 and keys[2] == splitmix64(np.array([start + np.uint64(2)], np.uint64))[0]
+    assert np.array_equal(seeded.row_keys(7, "report:3", rows[[4, 2]]), keys[[4, 2]])  # a row's key, whatever rows are asked
     assert len(np.unique(keys)) == 5000
-    assert not np.array_equal(keys, seeded.row_keys(8, "report:3", 5000))
-    assert not np.array_equal(keys, seeded.row_keys(7, "report:4", 5000))
+    assert not np.array_equal(keys, seeded.row_keys(8, "report:3", rows))
+    assert not np.array_equal(keys, seeded.row_keys(7, "report:4", rows))
     assert abs((keys >> np.uint64(63)).mean() - 0.5) < 0.03  # the top bit is a fair coin

@@ -195,6 +195,14 @@ def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.flatnonzero(change) + 1]).astype(np.int64)
 
 
+def key_groups(keys: np.ndarray):
+    """``(key, rows)`` for each distinct value of the (n,) int ``keys``, ascending: the positions holding it,
+    ascending. One stable sort, so splitting n rows costs O(n log n) however many keys (shards) there are."""
+    order = np.argsort(keys, kind="stable")
+    for rows in np.split(order, group_starts(keys[order])[1:]) if len(order) else []:
+        yield int(keys[rows[0]]), rows
+
+
 def bucket_members(keys: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The (key, docref) rows of the LSH buckets shared by two or more documents, each row once.
 
@@ -504,9 +512,8 @@ def _exact_shards(element, shards: int):
     refs = docrefs(unit, ordinals)
     shard = shard_of(hashes[:, 0], shards)
     ids = np.asarray(ids, dtype=object)
-    for s in np.unique(shard).tolist():
-        mask = shard == s
-        yield s, (hashes[mask], refs[mask], ids[mask])
+    for s, rows in key_groups(shard):
+        yield s, (hashes[rows], refs[rows], ids[rows])
 
 
 class _ExactShardFn(beam.DoFn):
@@ -613,12 +620,8 @@ def _band_shards(element, shards: int):
     unit, ordinals, keys = element
     refs = np.repeat(docrefs(unit, ordinals), keys.shape[1])
     keys = keys.reshape(-1)
-    shard = shard_of(keys, shards)
-    order = np.argsort(shard, kind="stable")
-    starts = group_starts(shard[order])
-    for rows in np.split(order, starts[1:]):
-        if len(rows):
-            yield int(shard[rows[0]]), (keys[rows], refs[rows])
+    for s, rows in key_groups(shard_of(keys, shards)):
+        yield s, (keys[rows], refs[rows])
 
 
 def _shared_buckets(element):
@@ -640,10 +643,8 @@ class _MemberIdsFn(beam.DoFn):
         keys, refs = concat_parts(parts)
         ids = self._source.fetch_ids(unit, ordinal_of(refs))
         sources = np.full(len(refs), source_of(unit, self._run_source), dtype=np.int64)
-        shard = shard_of(keys, self._shards)
-        for s in np.unique(shard).tolist():
-            mask = shard == s
-            yield s, (keys[mask], refs[mask], sources[mask], ids[mask])
+        for s, rows in key_groups(shard_of(keys, self._shards)):
+            yield s, (keys[rows], refs[rows], sources[rows], ids[rows])
 
 
 def _bucket_links(element):
@@ -699,10 +700,8 @@ def _node_shards(links, shards: int, both: bool):
     ``both`` by the smaller end too (large-star needs every neighbour of a node)."""
     larger, smaller = links
     nodes, neighbours = (np.concatenate([larger, smaller]), np.concatenate([smaller, larger])) if both else (larger, smaller)
-    shard = shard_of(splitmix_ids(nodes), shards)
-    for s in np.unique(shard).tolist():
-        mask = shard == s
-        yield s, (nodes[mask], neighbours[mask])
+    for s, rows in key_groups(shard_of(splitmix_ids(nodes), shards)):
+        yield s, (nodes[rows], neighbours[rows])
 
 
 def splitmix_ids(refs: np.ndarray) -> np.ndarray:

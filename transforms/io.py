@@ -580,14 +580,18 @@ class _Batcher:
         self.records, self.size = 0, 0
 
 
+def _within(only: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The values of the ascending ``only`` in [start, stop): the wanted ordinals of one block or batch."""
+    return only[np.searchsorted(only, start):np.searchsorted(only, stop)]
+
+
 def _jsonl_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str, only: np.ndarray | None) -> Iterator[UnitBatch]:
     pending: list[tuple[int, int, bytes]] = []  # (ordinal, position, line)
     batcher = _Batcher(config)
     ordinal, reported, read, skipped = 0, 0, 0, 0
     for first, lines, read in jsonl_line_blocks(unit.path, unit.start, unit.stop):
         records = [i for i, line in enumerate(lines) if line and not line.isspace()]
-        taken = range(len(records)) if only is None else (
-            only[np.searchsorted(only, ordinal):np.searchsorted(only, ordinal + len(records))] - ordinal).tolist()
+        taken = range(len(records)) if only is None else (_within(only, ordinal, ordinal + len(records)) - ordinal).tolist()
         skipped += len(records) - len(taken)
         for j in taken:  # a batch holds batch_records parsed records at most; skipped ones only count as read
             line = lines[records[j]].rstrip(b"\r")
@@ -644,7 +648,7 @@ def _parquet_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str, o
         for batch in batches:
             table, ordinals = pa.Table.from_batches([batch]), np.arange(ordinal, ordinal + batch.num_rows, dtype=np.int64)
             if only is not None:
-                ordinals = only[np.searchsorted(only, ordinal):np.searchsorted(only, ordinal + batch.num_rows)]
+                ordinals = _within(only, ordinal, ordinal + batch.num_rows)
                 table = table.take(pa.array(ordinals - ordinal))
             checked = _check_rows(table, ordinals, unit.first_position, config, ids, name, unit.size * batch.num_rows // rows)
             yield checked._replace(skipped=batch.num_rows - len(ordinals))

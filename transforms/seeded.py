@@ -64,14 +64,14 @@ def sample_rank(ids: Iterable, seed: int | str) -> np.ndarray:
     return (hash64(ids, seed, SAMPLE_PERSON) ^ np.uint64(1 << 63)).view(np.int64)
 
 
-def row_keys(seed: int | str, stream: str, n: int) -> np.ndarray:
-    """(n,) uint64 keys of rows 0..n-1 of one stream (e.g. a unit's rows): ``splitmix64(h(seed, stream) + i)``.
+def row_keys(seed: int | str, stream: str, rows: np.ndarray) -> np.ndarray:
+    """(n,) uint64 keys of the rows ``i`` of one stream (e.g. a unit's rows): ``splitmix64(h(seed, stream) + i)``.
 
     One hash per stream, then numpy: for choices among rows (the report's sample documents), not records' ids.
     """
     start = hash64([stream], seed, ROW_PERSON)[0]
     with np.errstate(over="ignore"):
-        return splitmix64(start + np.arange(n, dtype=np.uint64))
+        return splitmix64(start + np.asarray(rows, np.int64).astype(np.uint64))
 
 
 def round_seed(seed: int, round_index: int) -> int | str:
