@@ -602,7 +602,8 @@ class _FinishUnitFn(beam.DoFn):
             keys = band_keys(features.signatures_of(shard.column(features.SIGNATURE)), *band_rows)
             table = table.append_column(features.BAND_KEYS, features.fixed_list_array(keys)).replace_schema_metadata(
                 {features.BAND_ROWS_KEY: features.band_rows_tag(band_rows)})
-        write_atomically(f"{self._options.index_shards}-{unit:05d}.parquet", lambda handle: pq.write_table(table, handle, compression="zstd"))
+        write_atomically(f"{self._options.index_shards}-{unit:05d}.parquet",
+                         lambda handle: pq.write_table(table, handle, **features.parquet_options(table.schema)))
         return len(kept)
 
     def _source_name(self, source: int) -> str | None:

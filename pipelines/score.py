@@ -409,7 +409,7 @@ class _ScoreUnitFn(beam.DoFn):
         temporary = _temporary(shard)
         records, valid, schemas, conflicts, invalid = 0, 0, [], set(), {}
         with FileSystems.create(temporary, mime_type="application/octet-stream") as handle:
-            with pq.ParquetWriter(handle, self._scorer.schema, compression="zstd") as writer:
+            with pq.ParquetWriter(handle, self._scorer.schema, **features.parquet_options(self._scorer.schema)) as writer:
                 for batch in io.read_unit(unit, self._options.read, self._ids):
                     rows, exits = self._scorer.score(batch, records)
                     writer.write_table(rows)

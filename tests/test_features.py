@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -59,6 +60,25 @@ def test_the_features_table_holds_one_complete_row_per_record(combined_run):
                  features.CLUSTER, features.CLUSTER_DISTANCE):
         assert name in rows.column_names
     assert manifest["scoring"]["minhash"]["num_perm"] == 128 and "threshold" not in manifest["scoring"]["minhash"]
+    chunk = pq.ParquetFile(table.shard(0)).metadata.row_group(0)
+    encodings = {chunk.column(i).path_in_schema.split(".")[0]: (chunk.column(i).compression, chunk.column(i).encodings) for i in range(chunk.num_columns)}
+    for name in (features.EXACT_HASH, features.SIGNATURE):  # random bits: neither a dictionary nor zstd
+        assert encodings[name][0] == "UNCOMPRESSED" and "RLE_DICTIONARY" not in encodings[name][1]
+    assert encodings[features.ID][0] == "ZSTD" and encodings[features.DSIR_LOG_WEIGHT][0] == "ZSTD"
+
+
+def test_read_rows_returns_the_rows_asked_for_in_their_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(features, "ROWS_PER_READ", 7)  # many batches, rows asked for in several
+    rng = np.random.default_rng(0)
+    table = pa.table({"id": [f"d{i}" for i in range(100)], features.SIGNATURE: features.signature_array(
+        rng.integers(0, 2**32, (100, 4), dtype=np.uint64).astype(np.uint32))})
+    path = str(tmp_path / "shard.parquet")
+    pq.write_table(table, path, row_group_size=30, **features.parquet_options(table.schema))
+    for ordinals in ([], [0], [99, 3, 3, 50], sorted(rng.choice(100, 40, replace=False)), rng.integers(0, 100, 60)):
+        got = features.read_rows(path, ["id", features.SIGNATURE], np.array(ordinals, np.int64))
+        assert got.equals(table.take(pa.array(ordinals, pa.int64())))
+    with pytest.raises(IndexError, match="rows 5..100 asked for, the file has 100"):
+        features.read_rows(path, ["id"], np.array([5, 100]))
 
 
 @pytest.mark.parametrize("method, extra", [("combined", []), ("dsir", ["--dsir-top-k"]), ("random", ["--dedup", "exact"])])

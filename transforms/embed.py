@@ -44,18 +44,22 @@ most common length in the data); an unusable one makes its record a dead letter.
 Output: a (dim,) float32 unit vector per document.
 """
 
+from __future__ import annotations  # the Vectorizer annotations name a class imported only for type checking
+
 import dataclasses
 import hashlib
+import typing
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from scipy import sparse
-from sklearn.feature_extraction.text import HashingVectorizer
-from sklearn.utils.extmath import randomized_svd
 
 from winnow.transforms import seeded, text
 from winnow.transforms.validation import check_choice, check_int, is_int
+
+if typing.TYPE_CHECKING:  # scikit-learn takes a second to import: the functions that use it import it
+    from sklearn.feature_extraction.text import HashingVectorizer
 
 NAMESPACE = "winnow.embed"
 EMBEDDING = "winnow_embedding"  # the column ``Embed`` appends (fixed_size_list<float32>); the job keeps embeddings in its features table
@@ -163,13 +167,15 @@ class WordNgramVectorizer:
         return counts
 
 
-Vectorizer = WordNgramVectorizer | HashingVectorizer
+Vectorizer = typing.Union[WordNgramVectorizer, "HashingVectorizer"]
 
 
 def make_vectorizer(config: EmbedConfig) -> Vectorizer:
     """The stateless n-gram hasher of ``config``: texts -> (n, n_features) float32 raw counts."""
     if config.analyzer == "word":
         return WordNgramVectorizer(config.ngram_range, config.n_features)
+    from sklearn.feature_extraction.text import HashingVectorizer
+
     return HashingVectorizer(
         analyzer=config.analyzer,
         ngram_range=config.ngram_range,
@@ -217,6 +223,8 @@ def fit_projection(texts: list[str], vectorizer: Vectorizer, config: EmbedConfig
         energy = 0.0
         n_components = min(dim, n, len(features))
         if n_components > 0 and weights.nnz:
+            from sklearn.utils.extmath import randomized_svd
+
             _, singular, vt = randomized_svd(weights, n_components, random_state=config.seed)
             components[:, : vt.shape[0]] = vt.T
             energy = float(np.sum(singular**2) / np.sum(weights.data.astype(np.float64) ** 2))

@@ -30,7 +30,6 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from sklearn.cluster import KMeans
 
 from winnow.transforms import seeded, vectors
 from winnow.transforms.validation import check_int
@@ -97,6 +96,8 @@ def fit_centroids(X: np.ndarray, k: int, seed: int) -> np.ndarray:
 
     Expects validated input in a fixed row order (the fit depends on it).
     """
+    from sklearn.cluster import KMeans  # imported where used: scikit-learn takes a second to import
+
     model = KMeans(n_clusters=k, init="k-means++", n_init=N_INIT, max_iter=MAX_ITER, random_state=seed)
     return model.fit(X).cluster_centers_.astype(np.float64)
 
