@@ -95,6 +95,7 @@ INDEX_UNIT_BASE = 1 << 24  # units of dedup index shards: INDEX_UNIT_BASE + shar
 ROWS_PER_SHARD = 200_000  # documents per dedup shard (a shard's rows are sorted in one worker)
 MAX_SPLIT_GROUPS = 1_000  # representatives the guard makes in one component at most
 FILTER_BITS_PER_KEY = 16  # key filter of the run's keys, which index rows must hit to take part
+FILTER_CHUNK = 1 << 16  # keys per step of key_filter_contains
 _UNSTABLE, _SUMMARIES, _NODES, _SPLITS = "unstable", "summaries", "nodes", "splits"
 _GUARDED, _TEXT_ROWS = "guarded", "text_rows"
 
@@ -420,8 +421,10 @@ def key_filter_contains(words: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """(n,) bool: True for every key added (never a false negative), and for about ``(1 - e^(-2/b))^2`` of the others
     (b bits per added key: 1.4% at 16)."""
     hit = np.ones(len(keys), bool)
-    for position in _probes(keys, 64 * len(words)):
-        hit &= (words[position >> np.uint64(6)] >> (position & np.uint64(63))) & np.uint64(1) == 1
+    for start in range(0, len(keys), FILTER_CHUNK):  # chunks: the temporaries stay small and reused
+        chunk = hit[start:start + FILTER_CHUNK]
+        for position in _probes(keys[start:start + FILTER_CHUNK], 64 * len(words)):
+            chunk &= ((words[position >> np.uint64(6)] >> (position & np.uint64(63))) & np.uint64(1)).astype(bool)
     return hit
 
 
@@ -867,6 +870,9 @@ class DedupNear(beam.PTransform):
         super().__init__()
         self._config, self._source, self._text, self._shards, self._run_source = config, source, text, shards, run_source
         self._bands, self._rows = config.band_rows  # computed once, before the pipeline runs
+        # the connected components' rows are links, far fewer than (document, band) rows: one node shard per
+        # document shard (every round re-splits each shard's output into all shards: their number squared)
+        self._node_shards = max(1, shards // self._bands)
 
     def expand(self, keyed):
         config = self._config
@@ -895,13 +901,13 @@ class DedupNear(beam.PTransform):
         for i in range(config.cc_rounds):  # unrolled: Beam graphs have no loops
             large = (
                 edges
-                | f"Undirect{i}" >> beam.FlatMap(_node_shards, self._shards, True)
+                | f"Undirect{i}" >> beam.FlatMap(_node_shards, self._node_shards, True)
                 | f"GroupNeighbours{i}" >> beam.GroupByKey()
                 | f"LargeStar{i}" >> beam.ParDo(_StarFn(large_star, i, "large_star")).with_outputs(_UNSTABLE, main="links")
             )
             small = (
                 large.links
-                | f"KeyByLarger{i}" >> beam.FlatMap(_node_shards, self._shards, False)
+                | f"KeyByLarger{i}" >> beam.FlatMap(_node_shards, self._node_shards, False)
                 | f"GroupSmaller{i}" >> beam.GroupByKey()
                 | f"SmallStar{i}" >> beam.ParDo(_StarFn(small_star, i, "small_star")).with_outputs(_UNSTABLE, main="links")
             )
@@ -911,7 +917,7 @@ class DedupNear(beam.PTransform):
         # be reached and reach further: it joins the smaller component (under-deduplication, never over-).
         members = (
             edges
-            | "KeyLabels" >> beam.FlatMap(_node_shards, self._shards, False)
+            | "KeyLabels" >> beam.FlatMap(_node_shards, self._node_shards, False)
             | "GroupLabels" >> beam.GroupByKey()
             | "Label" >> beam.FlatMap(_labels)
             | "Members" >> beam.FlatMap(_members)
