@@ -64,7 +64,8 @@ def test_the_features_table_holds_one_complete_row_per_record(combined_run):
     encodings = {chunk.column(i).path_in_schema.split(".")[0]: (chunk.column(i).compression, chunk.column(i).encodings) for i in range(chunk.num_columns)}
     for name in (features.EXACT_HASH, features.SIGNATURE):  # random bits: neither a dictionary nor zstd
         assert encodings[name][0] == "UNCOMPRESSED" and "RLE_DICTIONARY" not in encodings[name][1]
-    assert encodings[features.ID][0] == "ZSTD" and encodings[features.DSIR_LOG_WEIGHT][0] == "ZSTD"
+    for name in (features.ID, features.DSIR_LOG_WEIGHT, features.EMBEDDING):  # a list column too: keyed by its values' path
+        assert encodings[name][0] == "ZSTD"
 
 
 def test_read_rows_returns_the_rows_asked_for_in_their_order(tmp_path, monkeypatch):
@@ -79,6 +80,8 @@ def test_read_rows_returns_the_rows_asked_for_in_their_order(tmp_path, monkeypat
         assert got.equals(table.take(pa.array(ordinals, pa.int64())))
     with pytest.raises(IndexError, match="rows 5..100 asked for, the file has 100"):
         features.read_rows(path, ["id"], np.array([5, 100]))
+    with pytest.raises(IndexError, match="rows -1..5 asked for"):
+        features.read_rows(path, ["id"], np.array([5, -1]))
 
 
 @pytest.mark.parametrize("method, extra", [("combined", []), ("dsir", ["--dsir-top-k"]), ("random", ["--dedup", "exact"])])

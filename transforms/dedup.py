@@ -872,7 +872,7 @@ class DedupNear(beam.PTransform):
         self._bands, self._rows = config.band_rows  # computed once, before the pipeline runs
         # the connected components' rows are links, far fewer than (document, band) rows: one node shard per
         # document shard (every round re-splits each shard's output into all shards: their number squared)
-        self._node_shards = max(1, shards // self._bands)
+        self._component_shards = max(1, shards // self._bands)
 
     def expand(self, keyed):
         config = self._config
@@ -901,13 +901,13 @@ class DedupNear(beam.PTransform):
         for i in range(config.cc_rounds):  # unrolled: Beam graphs have no loops
             large = (
                 edges
-                | f"Undirect{i}" >> beam.FlatMap(_node_shards, self._node_shards, True)
+                | f"Undirect{i}" >> beam.FlatMap(_node_shards, self._component_shards, True)
                 | f"GroupNeighbours{i}" >> beam.GroupByKey()
                 | f"LargeStar{i}" >> beam.ParDo(_StarFn(large_star, i, "large_star")).with_outputs(_UNSTABLE, main="links")
             )
             small = (
                 large.links
-                | f"KeyByLarger{i}" >> beam.FlatMap(_node_shards, self._node_shards, False)
+                | f"KeyByLarger{i}" >> beam.FlatMap(_node_shards, self._component_shards, False)
                 | f"GroupSmaller{i}" >> beam.GroupByKey()
                 | f"SmallStar{i}" >> beam.ParDo(_StarFn(small_star, i, "small_star")).with_outputs(_UNSTABLE, main="links")
             )
@@ -917,7 +917,7 @@ class DedupNear(beam.PTransform):
         # be reached and reach further: it joins the smaller component (under-deduplication, never over-).
         members = (
             edges
-            | "KeyLabels" >> beam.FlatMap(_node_shards, self._node_shards, False)
+            | "KeyLabels" >> beam.FlatMap(_node_shards, self._component_shards, False)
             | "GroupLabels" >> beam.GroupByKey()
             | "Label" >> beam.FlatMap(_labels)
             | "Members" >> beam.FlatMap(_members)

@@ -44,8 +44,6 @@ most common length in the data); an unusable one makes its record a dead letter.
 Output: a (dim,) float32 unit vector per document.
 """
 
-from __future__ import annotations  # the Vectorizer annotations name a class imported only for type checking
-
 import dataclasses
 import hashlib
 import typing
