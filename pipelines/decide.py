@@ -199,9 +199,8 @@ class _IdShardsFn(beam.DoFn):
         positions = rows.column(features.POSITION).to_numpy()[valid]
         shard = dedup.shard_of(seeded.hash64(ids, "id-check"), self._shards)
         path = self._units[unit].path
-        for s in np.unique(shard).tolist():
-            mask = shard == s
-            yield s, (ids[mask], [f"{path}:{p}" for p in positions[mask].tolist()])
+        for s, rows in dedup.key_groups(shard):
+            yield s, (ids[rows], [f"{path}:{p}" for p in positions[rows].tolist()])
 
 
 def _duplicate_ids(element):
@@ -591,12 +590,12 @@ class _FinishUnitFn(beam.DoFn):
     def _write_index_shard(self, unit: int, rows: pa.Table, selected: np.ndarray) -> int:
         """The unit's selected records as a dedup index shard (id, exact hash; with signatures, signature and the
         band keys of this run's bands, named in the schema metadata); returns the rows written."""
-        kept = pa.array(np.flatnonzero(selected))
+        kept = np.flatnonzero(selected)
         if not len(kept):
             return 0
         names = [features.EXACT_HASH] + ([features.SIGNATURE] if features.SIGNATURE in self._layout.table_columns else [])
-        shard = self._layout.table.read(unit, names).take(kept)
-        table = pa.table({features.ID: rows.column(features.ID).take(kept), **{name: shard.column(name) for name in names}})
+        shard = self._layout.table.read(unit, names, kept)
+        table = pa.table({features.ID: rows.column(features.ID).take(pa.array(kept)), **{name: shard.column(name) for name in names}})
         if features.SIGNATURE in names:
             band_rows = self._options.minhash.band_rows
             keys = band_keys(features.signatures_of(shard.column(features.SIGNATURE)), *band_rows)

@@ -673,10 +673,8 @@ class _FirstEndFn(beam.DoFn):
         unit, parts = element
         pairs = np.unique(np.concatenate([np.stack(p, axis=1) for p in parts]), axis=0)
         ids, signatures = self._source.fetch(unit, ordinal_of(pairs[:, 0]))
-        other = unit_of(pairs[:, 1])
-        for other_unit in np.unique(other).tolist():
-            mask = other == other_unit
-            yield other_unit, (pairs[mask, 0], pairs[mask, 1], ids[mask], signatures[mask])
+        for other_unit, rows in key_groups(unit_of(pairs[:, 1])):
+            yield other_unit, (pairs[rows, 0], pairs[rows, 1], ids[rows], signatures[rows])
 
 
 class _VerifyFn(beam.DoFn):

@@ -481,13 +481,17 @@ def jsonl_line_blocks(path: str, start: int, stop: int, block_bytes: int = LINE_
         stream.close()
 
 
+def _record_lines(lines: list[bytes]) -> list[int]:
+    """The positions of a block's non-blank lines: its records (blank lines are neither records nor errors)."""
+    return [i for i, line in enumerate(lines) if line and not line.isspace()]
+
+
 def jsonl_lines(path: str, start: int, stop: int, block_bytes: int = LINE_BLOCK_BYTES) -> Iterator[tuple[int, bytes, int]]:
     """``(index, line, read)`` of the non-blank lines of ``jsonl_line_blocks`` (``read``: after the line's
     block), line endings removed."""
     for first, lines, read in jsonl_line_blocks(path, start, stop, block_bytes):
-        for i, line in enumerate(lines):
-            if line and not line.isspace():
-                yield first + i, line.rstrip(b"\r"), read
+        for i in _record_lines(lines):
+            yield first + i, lines[i].rstrip(b"\r"), read
 
 
 def _text_reason(text) -> str | None:
@@ -590,7 +594,7 @@ def _jsonl_batches(unit: Unit, config: ReadConfig, ids: IdPolicy, name: str, onl
     batcher = _Batcher(config)
     ordinal, reported, read, skipped = 0, 0, 0, 0
     for first, lines, read in jsonl_line_blocks(unit.path, unit.start, unit.stop):
-        records = [i for i, line in enumerate(lines) if line and not line.isspace()]
+        records = _record_lines(lines)
         taken = range(len(records)) if only is None else (_within(only, ordinal, ordinal + len(records)) - ordinal).tolist()
         skipped += len(records) - len(taken)
         for j in taken:  # a batch holds batch_records parsed records at most; skipped ones only count as read
