@@ -171,6 +171,10 @@ class FeaturesTable:
             return read_rows(self.shard(unit), columns, ordinals)
         return pq.read_table(FileSystems.open(self.shard(unit)), columns=columns)
 
+    def ids(self, unit: int, ordinals: np.ndarray) -> list:
+        """The ids of a unit's rows ``ordinals`` (a ``select.KeyBatch``'s id lookup)."""
+        return self.read(unit, [ID], ordinals).column(ID).to_pylist()
+
 
 ROWS_PER_READ = 8192  # read_rows' batch: a few MB of signatures
 

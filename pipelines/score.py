@@ -242,10 +242,22 @@ def _sample_candidates(ids_and_texts, seed: int):
     return zip(seeded.sample_rank(ids, seed).tolist(), map(str, ids), texts)
 
 
+EMBED_SAMPLE_BATCH = 4096  # texts embedded at once: the n-gram matrices of a block, not of the whole sample
+
+
 def _embed_sample(sample: list, projection, config: embed.EmbedConfig) -> list:
-    """The k-means sample's ``(rank, id, text)`` -> ``(rank, id, vector)``, embedded as the score pass embeds."""
-    found, _ = embed.embed_texts([text for _, _, text in sample], embed.make_vectorizer(config), projection)
-    return [(rank, doc_id, vector) for (rank, doc_id, _), vector in zip(sample, found)]
+    """The k-means sample's ``(rank, id, text)`` -> ``(rank, id, vector)``, embedded as the score pass embeds.
+
+    Block by block: an embedding does not depend on its batch (``embed.embed_texts``), and the
+    n-gram count matrices of 50,000 texts at once took over a gigabyte.
+    """
+    vectorizer = embed.make_vectorizer(config)
+    entries = []
+    for start in range(0, len(sample), EMBED_SAMPLE_BATCH):
+        block = sample[start : start + EMBED_SAMPLE_BATCH]
+        found, _ = embed.embed_texts([text for _, _, text in block], vectorizer, projection)
+        entries += [(rank, doc_id, vector) for (rank, doc_id, _), vector in zip(block, found)]
+    return entries
 
 
 def _field_widths(ids_and_values) -> dict[int, int]:

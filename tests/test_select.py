@@ -124,17 +124,17 @@ def test_boundary_from_ties_orders_by_bits_then_id_and_within_applies_it():
     assert state == (select.FOUND, 5, "b")
     bits = np.array([b for b, _ in candidates], dtype=np.uint64)
     ids = np.array([i for _, i in candidates], dtype=object)
-    assert select.within(state, bits, ids).tolist() == [True, True, True, False]
+    assert select.within(state, bits, ids.__getitem__).tolist() == [True, True, True, False]
 
 
 def test_within_all_none_and_integer_ids():
     bits = np.array([1, 2, 3], dtype=np.uint64)
     ids = np.array([10, 2, 7])
-    assert select.within((select.ALL,), bits, ids).tolist() == [True] * 3
-    assert select.within((select.NONE,), bits, ids).tolist() == [False] * 3
-    assert select.within((select.FOUND, 2, 2), bits, ids).tolist() == [False, True, True]
-    assert select.within((select.FOUND, 3, 6), bits, ids).tolist() == [False, False, False]  # 7 > 6: out
-    assert select.within((select.FOUND, 9, "x"), np.zeros(0, np.uint64), np.zeros(0, object)).tolist() == []
+    assert select.within((select.ALL,), bits, ids.__getitem__).tolist() == [True] * 3
+    assert select.within((select.NONE,), bits, ids.__getitem__).tolist() == [False] * 3
+    assert select.within((select.FOUND, 2, 2), bits, ids.__getitem__).tolist() == [False, True, True]
+    assert select.within((select.FOUND, 3, 6), bits, ids.__getitem__).tolist() == [False, False, False]  # 7 > 6: out
+    assert select.within((select.FOUND, 9, "x"), np.zeros(0, np.uint64), np.zeros(0, object).__getitem__).tolist() == []
 
 
 # --- KeyBatch ----------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def _radix_in_numpy(batches: list[KeyBatch], quotas: dict) -> set:
         for group, pair in select._tied_candidates(batch, states):
             ties.setdefault(group, []).append(pair)
     boundaries = select._resolve_all(states, ties)
-    return {(b.unit, i) for b in batches for i in b.ids[select.selected_mask(b, boundaries)]}
+    return {(b.unit, int(o)) for b in batches for o in b.ordinals[select.selected_mask(b, boundaries)]}
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
@@ -206,11 +206,11 @@ def test_radix_select_core_matches_sorting(records, quotas, n_batches):
     cut = [len(records) * b // n_batches for b in range(n_batches + 1)]
     batches = [_batch(b, ids[cut[b]:cut[b + 1]], [k for k, _ in records[cut[b]:cut[b + 1]]], [g for _, g in records[cut[b]:cut[b + 1]]])
                for b in range(n_batches)]
-    unit_of = {i: b.unit for b in batches for i in b.ids}
+    row_of = {i: (b.unit, int(o)) for b in batches for o, i in zip(b.ordinals, b.ids)}
     expected = set()
     for group in range(3):
         members = sorted((-records[i][0], ids[i]) for i in range(len(records)) if records[i][1] == group)
-        expected |= {(unit_of[i], i) for _, i in members[: quotas.get(group, 0)]}
+        expected |= {row_of[i] for _, i in members[: quotas.get(group, 0)]}
     assert _radix_in_numpy(batches, quotas) == expected
 
 
@@ -275,6 +275,41 @@ def test_select_top_equals_brute_force_with_groups_ties_and_several_units():
 
 def test_select_top_same_result_on_multiple_worker_processes():
     _run_select_top(_pool(600, seed=2), direct_running_mode="multi_processing", direct_num_workers=2)
+
+
+class _IdLookup:
+    """A ``KeyBatch`` id lookup over per-unit id arrays that records which rows it was asked for."""
+
+    def __init__(self, batches: list[KeyBatch]):
+        self._ids = {b.unit: b.ids for b in batches}
+        self.asked: list[tuple[int, int]] = []
+        self.calls = 0
+
+    def __call__(self, unit, ordinals):
+        self.calls += 1
+        self.asked += [(unit, int(o)) for o in ordinals]
+        return self._ids[unit][ordinals].tolist()
+
+
+def test_an_id_lookup_selects_as_the_id_arrays_and_is_asked_for_tied_records_only():
+    batches = _pool(1500, seed=3)
+    lookup = _IdLookup(batches)
+    looked_up = [b._replace(ids=lookup) for b in batches]
+    counts = {g: sum(int((b.groups == g).sum()) for b in batches) for g in range(3)}
+    chosen = _brute_force(batches, _wanted_quotas(counts))
+    assert _radix_in_numpy(looked_up, WANTED) == chosen
+    tied, lookups = set(), set()  # per group with a boundary, the records whose top 48 key bits equal the boundary record's
+    for group in (0, 2):  # group 1's quota is 0: no boundary
+        members = sorted((-float(k), b.unit, int(o)) for b in batches for o, g, k in zip(b.ordinals, b.groups, b.keys) if g == group)
+        top_bits = select.prefixes(select.order_bits(-np.array([key for key, _, _ in members])), select.N_PASSES)
+        group_tied = {(unit, o) for (_, unit, o), bits in zip(members, top_bits) if bits == top_bits[WANTED[group] - 1]}
+        tied |= group_tied
+        lookups |= {(group, unit) for unit, _ in group_tied}
+    assert set(lookup.asked) == tied and len(tied) < counts[2]  # group 2's boundary lies among keys tied in 48 bits
+    assert lookup.calls == 2 * len(lookups)  # once per batch and group with tied records: gathering ties, deciding
+    with local_pipeline() as p:
+        out = p | beam.Create(looked_up) | select.SelectTop(_wanted_quotas)
+        assert_that(_flat_selected(out["selected"]), equal_to(sorted(chosen)))
 
 
 def test_select_top_on_empty_input():

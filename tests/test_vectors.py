@@ -131,6 +131,9 @@ def test_stored_round_trip_keeps_half_precision_and_reads_chunked_columns():
     np.testing.assert_array_equal(from_stored(chunked), back)
     table = pa.table({"winnow_embedding": stored})  # a table's column is a ChunkedArray
     np.testing.assert_array_equal(from_stored(table.column("winnow_embedding")), back)
+    half = from_stored(chunked, np.float16)  # as stored, no conversion
+    assert half.dtype == np.float16 and half.shape == (200, 64)
+    np.testing.assert_array_equal(half.astype(np.float32), back)
 
 
 def test_stored_cosine_similarities_keep_about_three_decimals():

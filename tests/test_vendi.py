@@ -297,6 +297,17 @@ def test_gram_combine_fn_four_methods_and_merge_order():
     np.testing.assert_array_equal(parts[0][0], first)  # merging left the partials intact
 
 
+def test_gram_combine_fn_takes_a_large_batch_block_by_block():
+    X = _unit_rows(np.random.default_rng(4), 2 * vendi.BATCH_SIZE + 7, 5).astype(np.float32) * 2.0
+    fn = GramCombineFn()
+    gram, n = fn.extract_output(fn.add_input(fn.create_accumulator(), X))
+    assert n == len(X)  # the last, partial block included
+    np.testing.assert_allclose(gram, _gram(X.astype(np.float64)), rtol=1e-12, atol=1e-12)
+    X[-1] = np.nan  # a bad vector in the last block is still found
+    with pytest.raises(ValueError, match="NaN"):
+        fn.add_input(fn.create_accumulator(), X)
+
+
 def test_gram_combine_fn_empty_and_fixed_dim():
     gram, n = GramCombineFn().extract_output(GramCombineFn().create_accumulator())
     assert gram.shape == (0, 0) and n == 0

@@ -7,8 +7,9 @@ ascending*. Random selection is the same with keys drawn from a hash of ``(seed,
 (``seeded.uniform``), and DSIR's importance resampling is Gumbel top-k: ``key = log w + G``
 (``seeded.gumbel``), which samples without replacement with probability proportional to ``w``.
 
-Elements are ``KeyBatch`` es: one unit's eligible records as arrays (ordinals, ids, groups,
-keys), so every pass below costs one numpy call per batch, not one Python call per record.
+Elements are ``KeyBatch`` es: one unit's eligible records as arrays (ordinals, groups, keys, and
+ids or a lookup of them), so every pass below costs one numpy call per batch, not one Python call
+per record. Ids only break exact ties (steps 3 and 4), so they are read for tied records only.
 
 The selection is a radix select over the keys' bits (64-bit order-preserving image of the
 float), ``N_PASSES`` passes of ``DIGIT_BITS`` bits each:
@@ -170,15 +171,19 @@ def boundary_from_ties(candidates: list[tuple[int, str]], rank: int) -> tuple:
     return (FOUND, bits, doc_id)
 
 
-def within(state: tuple, bits: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """(n,) bool: which records (key bits, ids) of one group lie within its boundary ``state``."""
+def within(state: tuple, bits: np.ndarray, ids_at) -> np.ndarray:
+    """(n,) bool: which records (key bits, ids) of one group lie within its boundary ``state``.
+
+    ``ids_at(positions)`` gives the ids of the records at ``positions``; it is called only for the
+    records whose bits equal the boundary's, so ids are read only where they decide.
+    """
     kind = state[0]
     if kind in (ALL, NONE):
         return np.full(len(bits), kind == ALL)
     _, boundary_bits, boundary_id = state
     above = bits > np.uint64(boundary_bits)
     tied = np.flatnonzero(bits == np.uint64(boundary_bits))
-    above[tied] = [doc_id <= boundary_id for doc_id in ids[tied]]
+    above[tied] = [doc_id <= boundary_id for doc_id in ids_at(tied)]
     return above
 
 
@@ -191,7 +196,10 @@ class KeyBatch(NamedTuple):
     Attributes:
         unit: the work unit.
         ordinals: (n,) int64 the records' ordinals in the unit.
-        ids: (n,) object, the records' ids (one type: str or int).
+        ids: the records' ids (one type: str or int): an (n,) array, or a picklable callable
+            ``(unit, ordinals) -> list of ids`` that looks them up. The selection reads only the ids
+            of records whose top ``N_PASSES * DIGIT_BITS`` key bits equal a boundary's, so a lookup
+            keeps the ids out of the elements every pass decodes.
         groups: (n,) int64 group of each record (0 without groups).
         keys: (n,) float64 key of each record.
         round_keys: (n, T) float64 keys of each round of ``SelectInRounds``, or None.
@@ -199,10 +207,18 @@ class KeyBatch(NamedTuple):
 
     unit: int
     ordinals: np.ndarray
-    ids: np.ndarray
+    ids: object
     groups: np.ndarray
     keys: np.ndarray
     round_keys: np.ndarray | None = None
+
+    def ids_at(self, positions: np.ndarray) -> list:
+        """The ids of the records at ``positions`` (indexes into this batch); no lookup for no positions."""
+        if not len(positions):
+            return []
+        if isinstance(self.ids, np.ndarray):
+            return self.ids[positions].tolist()
+        return list(self.ids(self.unit, self.ordinals[positions]))
 
     def round(self, round_index: int) -> "KeyBatch":
         """The batch keyed by its ``round_index``-th round keys, group 0."""
@@ -211,7 +227,8 @@ class KeyBatch(NamedTuple):
     def take(self, mask: np.ndarray) -> "KeyBatch":
         """The records of ``mask`` only."""
         rounds = None if self.round_keys is None else self.round_keys[mask]
-        return KeyBatch(self.unit, self.ordinals[mask], self.ids[mask], self.groups[mask], self.keys[mask], rounds)
+        ids = self.ids[mask] if isinstance(self.ids, np.ndarray) else self.ids
+        return KeyBatch(self.unit, self.ordinals[mask], ids, self.groups[mask], self.keys[mask], rounds)
 
 
 def _searching(batch: KeyBatch, bits: np.ndarray, states: dict, n_digits: int) -> dict[int, np.ndarray]:
@@ -257,8 +274,9 @@ def _digit_values(batch: KeyBatch, states: dict, pass_index: int):
 def _tied_candidates(batch: KeyBatch, states: dict):
     bits = order_bits(batch.keys)
     for group, mask in _searching(batch, bits, states, N_PASSES).items():
-        for index in np.flatnonzero(mask).tolist():
-            yield group, (int(bits[index]), batch.ids[index])
+        tied = np.flatnonzero(mask)
+        for index, doc_id in zip(tied.tolist(), batch.ids_at(tied)):
+            yield group, (int(bits[index]), doc_id)
 
 
 def _narrow_all(states: dict, histograms: dict) -> dict:
@@ -275,7 +293,7 @@ def selected_mask(batch: KeyBatch, boundaries: dict) -> np.ndarray:
     selected = np.zeros(len(batch.ordinals), dtype=bool)
     for group in np.unique(batch.groups).tolist():
         in_group = np.flatnonzero(batch.groups == group)
-        selected[in_group] = within(boundaries[group], bits[in_group], batch.ids[in_group])
+        selected[in_group] = within(boundaries[group], bits[in_group], lambda positions: batch.ids_at(in_group[positions]))
     return selected
 
 

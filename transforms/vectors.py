@@ -108,10 +108,13 @@ def to_stored(vectors: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(stored.reshape(-1)), stored.shape[1])
 
 
-def from_stored(column) -> np.ndarray:
-    """A stored embedding column (``to_stored``; a ChunkedArray is fine) -> (n, d) float32."""
+def from_stored(column, dtype=np.float32) -> np.ndarray:
+    """A stored embedding column (``to_stored``; a ChunkedArray is fine) -> (n, d) ``dtype``.
+
+    ``dtype=STORED_DTYPE`` converts nothing: for a consumer that converts block by block itself.
+    """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     width = column.type.list_size
     values = column.flatten().to_numpy(zero_copy_only=False)
-    return values.astype(np.float32).reshape(-1, width)
+    return values.astype(dtype, copy=False).reshape(-1, width)

@@ -327,6 +327,11 @@ class GramCombineFn(beam.CombineFn):
         return np.zeros((self._dim, self._dim)), 0
 
     def add_input(self, accumulator, vectors):
+        if isinstance(vectors, np.ndarray) and vectors.ndim == 2 and len(vectors) > BATCH_SIZE:
+            # a large batch BATCH_SIZE rows at a time: its float64 copies stay small and in cache
+            for start in range(0, len(vectors), BATCH_SIZE):
+                accumulator = self.add_input(accumulator, vectors[start : start + BATCH_SIZE])
+            return accumulator
         gram, n = accumulator
         batch = as_vector_batch(vectors, self._dim if gram is None else gram.shape[0], self._normalize)
         update = batch_gram(batch, self._normalize)
