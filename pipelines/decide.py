@@ -1004,16 +1004,17 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
         else:
             chosen = keyed_pool | "SelectTop" >> select.SelectTop(quota_fn, quota_input)
             selections, stats["selection"] = [chosen["selected"]], chosen["stats"]
-    baseline = (
-        pool
-        | "BaselineKeys" >> beam.MapTuple(lambda unit, p: baseline_keys(p, options.seed, table_ids))
-        | "SelectBaseline" >> select.SelectTop(SizeQuota(), stats["selection"])
-    )
     for t, selected in enumerate(selections):
         streams[f"selected{t}"] = selected
-    streams["baseline"] = baseline["selected"]
     plotted = [name for name in PLOTTED if name in score_columns]
     vectors_wanted = options.clusters and features.EMBEDDING in layout.table_columns
+    kl_wanted = layout.dsir is not None and options.runs_dsir
+    if vectors_wanted or kl_wanted:  # the random baseline is the report's Vendi and KL reference, nothing else's
+        streams["baseline"] = (
+            pool
+            | "BaselineKeys" >> beam.MapTuple(lambda unit, p: baseline_keys(p, options.seed, table_ids))
+            | "SelectBaseline" >> select.SelectTop(SizeQuota(), stats["selection"])
+        )["selected"]
     # ids must be unique: decisions and ties go by id. The check is a side input of the first step that
     # writes, so a duplicate fails the job before any output is written. Saved dedup decisions passed it.
     duplicate = pipeline | "CheckedIds" >> beam.Create([[]]) if cache is not None and cache.reuse else (
@@ -1039,7 +1040,7 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
         | "SamplesDict" >> beam.combiners.ToDict()
     )
     written = finished.chosen | "WriteSelected" >> beam.ParDo(
-        _WriteSelectedFn(layout, layout.output_schema, layout.dsir.config if layout.dsir and options.runs_dsir else None), beam.pvalue.AsSingleton(samples))
+        _WriteSelectedFn(layout, layout.output_schema, layout.dsir.config if kl_wanted else None), beam.pvalue.AsSingleton(samples))
     stats["counts"] = metrics.outcome_counts(finished.counts)
     if options.index_shards is not None:
         stats["index_rows"] = finished.index_rows | "IndexRows" >> beam.combiners.ToDict()
@@ -1050,6 +1051,6 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
         stats["score_distributions"] = metrics.score_distributions(finished.values)
     if vectors_wanted:
         stats["vendi"] = metrics.vendi_scores(finished.vectors)
-    if layout.dsir is not None and options.runs_dsir:
+    if kl_wanted:
         stats["dsir_kl"] = metrics.kl_reduction(written, layout.dsir.target_counts, layout.dsir.raw_counts)
     return stats

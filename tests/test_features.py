@@ -78,6 +78,11 @@ def test_read_rows_returns_the_rows_asked_for_in_their_order(tmp_path, monkeypat
     for ordinals in ([], [0], [99, 3, 3, 50], sorted(rng.choice(100, 40, replace=False)), rng.integers(0, 100, 60)):
         got = features.read_rows(path, ["id", features.SIGNATURE], np.array(ordinals, np.int64))
         assert got.equals(table.take(pa.array(ordinals, pa.int64())))
+    read_groups = []  # only the row groups holding a wanted row are read
+    iter_batches = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda self, *a, **k: read_groups.extend(k["row_groups"]) or iter_batches(self, *a, **k))
+    assert features.read_rows(path, ["id"], np.array([95, 31, 35])).column("id").to_pylist() == ["d95", "d31", "d35"]
+    assert read_groups == [1, 3]
     with pytest.raises(IndexError, match="rows 5..100 asked for, the file has 100"):
         features.read_rows(path, ["id"], np.array([5, 100]))
     with pytest.raises(IndexError, match="rows -1..5 asked for"):

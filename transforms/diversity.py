@@ -233,6 +233,7 @@ def greedy_logdet(vectors, n_picks: int, ridge: float, background=None, log_prio
     taken = np.zeros(m, dtype=bool)
     picks = np.empty(n_picks, dtype=np.int64)
     gains = np.empty(n_picks, dtype=np.float64)
+    update = np.empty((d, d))  # the rank-one update's buffer: one (d, d) array per call, not two per step
     for step in range(n_picks):
         # g can dip a hair below 0 by round-off once a direction is exhausted
         score = np.round(np.log1p(np.maximum(g, 0.0)) + prior, GAIN_DECIMALS)
@@ -244,7 +245,8 @@ def greedy_logdet(vectors, n_picks: int, ridge: float, background=None, log_prio
         scale = 1.0 / (1.0 + g[j])
         projections = rows @ u
         g -= scale * projections * projections
-        inverse -= scale * np.outer(u, u)
+        np.outer(u, u, out=update)
+        inverse -= np.multiply(update, scale, out=update)
     return picks, gains
 
 
