@@ -405,7 +405,7 @@ def _quality_weights(options: DecideOptions) -> dict[str, float]:
     return {features.DSIR_LOG_WEIGHT: options.combined.dsir_weight, features.ZIPFIT_ALIGNMENT: options.combined.zipfit_weight}
 
 
-def selection_keys(pool: Pool, options: DecideOptions, ids) -> KeyBatch:
+def selection_keys(pool: Pool, options: DecideOptions, id_lookup) -> KeyBatch:
     """The ``KeyBatch`` of a pool for ``options.method`` (``select.py`` keeps the top keys of each group).
 
     random: ``seeded.uniform(id)``; dsir: ``log w + Gumbel(seed, id)`` (``log w`` with top-k; one
@@ -413,7 +413,7 @@ def selection_keys(pool: Pool, options: DecideOptions, ids) -> KeyBatch:
     zipfit: the alignment; kmeans with a quota strategy: per cluster, ``uniform(id)``, or for
     ``prototypes`` the distance to the centroid (the least prototypical first). The diversity
     step (kmeans' default strategy, and combined) keys its candidates itself (``diversity_keys``).
-    ``ids`` is the batch's id lookup (``FeaturesTable.ids``): the selection reads tied records' ids only.
+    ``id_lookup`` is the batch's ids (``FeaturesTable.ids``): the selection reads tied records' ids only.
     """
     n = len(pool.ordinals)
     groups = np.zeros(n, np.int64)
@@ -435,21 +435,21 @@ def selection_keys(pool: Pool, options: DecideOptions, ids) -> KeyBatch:
         keys = quotas.within_cluster_key(options.strategy, distances, seeded.uniform(pool.ids, options.seed))
     else:
         keys = seeded.uniform(pool.ids, options.seed)
-    return KeyBatch(pool.unit, pool.ordinals, ids, groups, np.asarray(keys, np.float64), round_keys)
+    return KeyBatch(pool.unit, pool.ordinals, id_lookup, groups, np.asarray(keys, np.float64), round_keys)
 
 
-def quality_batch(pool: Pool, options: DecideOptions, moments: dict, ids) -> KeyBatch:
+def quality_batch(pool: Pool, options: DecideOptions, moments: dict, id_lookup) -> KeyBatch:
     """The combined method's quality keys of a pool (``combined.quality_keys``), one group."""
     keys = combined.quality_keys(quality_columns(pool), moments, _quality_weights(options), seeded.gumbel(pool.ids, options.seed),
                                  features.DSIR_LOG_WEIGHT)
-    return KeyBatch(pool.unit, pool.ordinals, ids, np.zeros(len(pool.ordinals), np.int64), keys)
+    return KeyBatch(pool.unit, pool.ordinals, id_lookup, np.zeros(len(pool.ordinals), np.int64), keys)
 
 
-def baseline_keys(pool: Pool, seed: int, ids) -> KeyBatch:
+def baseline_keys(pool: Pool, seed: int, id_lookup) -> KeyBatch:
     """Random keys of the report's baseline, one group: the unit's row keys (``seeded.row_keys``, stream
     ``baseline:<unit>``) in (0, 1); a random sample independent of the selection, hashing no id."""
     keys = seeded.row_keys(seed, f"baseline:{pool.unit}", pool.ordinals)
-    return KeyBatch(pool.unit, pool.ordinals, ids, np.zeros(len(pool.ordinals), np.int64), seeded.unit_interval(keys))
+    return KeyBatch(pool.unit, pool.ordinals, id_lookup, np.zeros(len(pool.ordinals), np.int64), seeded.unit_interval(keys))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -766,8 +766,8 @@ def _by_cluster(element):
 class _DiversityKeysFn(beam.DoFn):
     """(cluster, [candidate rows]) -> per unit, a KeyBatch of the cluster's candidates keyed by ``diversity_keys``."""
 
-    def __init__(self, config: DiversityConfig, ids):
-        self._config, self._ids = config, ids
+    def __init__(self, config: DiversityConfig, id_lookup):
+        self._config, self._id_lookup = config, id_lookup
 
     def process(self, element, pool_gram, n_candidates: int, n_select: int):
         _, parts = element
@@ -776,7 +776,7 @@ class _DiversityKeysFn(beam.DoFn):
         keys = diversity.diversity_keys(found[order], lengths[order], n_candidates, n_select, pool_gram, self._config)
         refs = refs[order]
         for unit, mask in dedup.unit_masks(refs):
-            yield KeyBatch(unit, dedup.ordinal_of(refs[mask]), self._ids, np.zeros(int(mask.sum()), np.int64), keys[mask])
+            yield KeyBatch(unit, dedup.ordinal_of(refs[mask]), self._id_lookup, np.zeros(int(mask.sum()), np.int64), keys[mask])
 
 
 def _diverse_stats(final: dict, pool_size: int, n_candidates: int) -> dict:
@@ -788,7 +788,7 @@ def _diverse_selection(pipeline, pool, options: DecideOptions, layout: Layout):
 
     Returns ([(unit, selected ordinals)], the selection's stats).
     """
-    table_ids = layout.table.ids
+    id_lookup = layout.table.ids
     pool_size = pool | "PoolSizes" >> beam.Map(lambda element: len(element[1].ordinals)) | "PoolSize" >> beam.CombineGlobally(sum)
     if options.method == "combined" and options.runs_dsir:
         # the quality key (DSIR's importance-resampling key, ZIP-FIT mixed in by weight) -> the top M(D) candidates
@@ -796,7 +796,7 @@ def _diverse_selection(pipeline, pool, options: DecideOptions, layout: Layout):
             combined.MomentsCombineFn())
         candidates = (
             pool
-            | "QualityKeys" >> beam.Map(lambda element, m: quality_batch(element[1], options, m, table_ids), beam.pvalue.AsSingleton(moments))
+            | "QualityKeys" >> beam.Map(lambda element, m: quality_batch(element[1], options, m, id_lookup), beam.pvalue.AsSingleton(moments))
             | "SelectCandidates" >> select.SelectTop(CandidateQuota(options.quota, options.diversity.diversity))
         )["selected"]
     else:  # no quality key: every eligible record is a candidate
@@ -810,7 +810,7 @@ def _diverse_selection(pipeline, pool, options: DecideOptions, layout: Layout):
         rows
         | "ByCluster" >> beam.FlatMap(_by_cluster)
         | "GroupClusters" >> beam.GroupByKey()
-        | "DiversityKeys" >> beam.ParDo(_DiversityKeysFn(options.diversity, table_ids), beam.pvalue.AsSingleton(gram),
+        | "DiversityKeys" >> beam.ParDo(_DiversityKeysFn(options.diversity, id_lookup), beam.pvalue.AsSingleton(gram),
                                         beam.pvalue.AsSingleton(n_candidates), beam.pvalue.AsSingleton(n_select))
     )
     chosen = keyed | "SelectDiverse" >> select.SelectTop(PoolQuota(options.quota), pool_size)
@@ -952,7 +952,7 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
     """Add the decide and write passes to ``pipeline``; returns the run's stats as singleton PCollections."""
     stats: dict[str, beam.PCollection] = {}
     score_columns = method_columns(options.method, layout.table_columns)
-    table_ids = layout.table.ids  # every KeyBatch's id lookup: ids cross no stage boundary
+    id_lookup = layout.table.ids  # every KeyBatch's id lookup: ids cross no stage boundary
     units = pipeline | "ListUnits" >> beam.Create([u.index for u in layout.units]) | "SpreadUnits" >> beam.Reshuffle()
     keyed = units | "KeyUnits" >> beam.Map(lambda unit: (unit, None))
     cache = layout.dedup_cache
@@ -992,7 +992,7 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
                 inputs["complexity"] = sums | "Complexity" >> beam.Map(_complexity, layout.centroids, complexity_neighbors)
             quota_fn = quotas.StrategyQuota(options.quota, options.strategy)
             quota_input = _named_singletons(pipeline, inputs, "QuotaInputs")
-        keyed_pool = pool | "Keys" >> beam.Map(lambda element: selection_keys(element[1], options, table_ids))
+        keyed_pool = pool | "Keys" >> beam.Map(lambda element: selection_keys(element[1], options, id_lookup))
         if options.method == "all":
             selections = [pool | "SelectAll" >> beam.MapTuple(lambda unit, p: (unit, p.ordinals))]
             stats["selection"] = keyed_pool | "AllCounts" >> beam.Map(select.group_counts) | "CountAll" >> beam.CombineGlobally(
@@ -1012,7 +1012,7 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
     if vectors_wanted or kl_wanted:  # the random baseline is the report's Vendi and KL reference, nothing else's
         streams["baseline"] = (
             pool
-            | "BaselineKeys" >> beam.MapTuple(lambda unit, p: baseline_keys(p, options.seed, table_ids))
+            | "BaselineKeys" >> beam.MapTuple(lambda unit, p: baseline_keys(p, options.seed, id_lookup))
             | "SelectBaseline" >> select.SelectTop(SizeQuota(), stats["selection"])
         )["selected"]
     # ids must be unique: decisions and ties go by id. The check is a side input of the first step that
