@@ -16,6 +16,8 @@ import time
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from winnow.pipelines import decide, dedup_cache, dedup_index, features, options, progress, report, runner, score
@@ -227,8 +229,6 @@ def _table_columns(table: FeaturesTable, manifest: dict) -> tuple[str, ...]:
     first = manifest["units"][0]["index"] if manifest["units"] else None
     if first is None:
         return ()
-    import pyarrow.parquet as pq
-
     return tuple(pq.read_schema(FileSystems.open(table.shard(first))).names)
 
 
@@ -249,12 +249,12 @@ def _layout(job, table: FeaturesTable, manifest: dict, progress_folder: str | No
     if fit is not None and fit.dsir is not None:
         dsir_layout = decide.DsirLayout(job.scoring.dsir, fit.dsir.target_counts, fit.dsir.raw.counts, fit.dsir.shares)
     valid = sum(s["valid"] for s in summaries)
-    import pyarrow as pa
-
+    # the centroids only where a step reads them: every DoFn holding the layout pickles them
+    centroids = fit.centroids if fit is not None and job.deciding.strategy == "complexity" else None
     return decide.Layout(
         table=table, table_columns=columns, units=tuple(units), read=job.scoring.read, ids=ids, id_column=id_column,
         input_schema=input_schema, output_schema=pa.schema(output_fields), output=job.output, shards=dedup.shard_count(valid),
-        dsir=dsir_layout, centroids=None if fit is None else fit.centroids, index_units={}, progress=progress_folder,
+        dsir=dsir_layout, centroids=centroids, index_units={}, progress=progress_folder,
     ), {"conflicts": sorted(set(conflicts) | {c for s in summaries for c in s["conflicts"]}), "records": sum(s["records"] for s in summaries),
         "valid": valid, "invalid": _merge([s["invalid"] for s in summaries])}
 

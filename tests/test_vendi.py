@@ -353,3 +353,14 @@ def test_vendi_score_pipeline():
         empty = pipeline | "NoVectors" >> beam.Create([]) | "EmptyScore" >> VendiScore()
         assert_that(scores, _single_close_to(vendi_score(X, 2)), label="CheckScore")
         assert_that(empty, equal_to([0.0]), label="CheckEmpty")
+
+
+def test_gram_combine_fn_multiplies_half_precision_rows_in_float32():
+    X = _unit_rows(np.random.default_rng(5), 3 * vendi.BATCH_SIZE, 64).astype(np.float16)  # as stored
+    fn = GramCombineFn()
+    gram, n = fn.extract_output(fn.add_input(fn.create_accumulator(), X))
+    exact = _gram(X)  # float64 products of the same rows
+    assert n == len(X) and gram.dtype == np.float64
+    assert not np.array_equal(gram, exact)  # float32 products, not float64
+    np.testing.assert_allclose(gram, exact, rtol=0, atol=1e-4)  # against entries up to ~len(X) / 64
+    assert vendi_from_gram(gram, n) == pytest.approx(vendi_from_gram(exact, n), rel=1e-6)
