@@ -33,7 +33,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TypeOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker import data_plane
 
@@ -240,6 +240,15 @@ def test_local_runner_streams_have_no_timer(monkeypatch):
     stream = data_plane.ClosableOutputStream.create(None, None, worker_handlers.DATA_BUFFER_TIME_LIMIT_MS)
     assert isinstance(stream, data_plane.SizeBasedBufferingClosableOutputStream)
     assert not isinstance(stream, data_plane.TimeBasedBufferingClosableOutputStream)
+
+
+def test_pipelines_skip_beams_type_check_unless_the_flags_ask_for_it():
+    def type_check(flags):
+        return runner.make_pipeline(flags).options.view_as(TypeOptions).pipeline_type_check
+
+    assert type_check([]) is False
+    assert type_check(["--pipeline_type_check"]) is True
+    assert type_check(["--no_pipeline_type_check"]) is False
 
 
 def test_job_service_refuses_flags_that_would_start_beams_own_service(capsys):
