@@ -11,8 +11,8 @@ import zstandard
 from data_selection import HashedNgramDSIR
 
 from examples import make_demo_corpus
-from winnow.pipelines import cli, metrics
-from winnow.transforms import dsir, schema, select
+from winnow.pipelines import cli, features, metrics
+from winnow.transforms import dsir, kmeans, quotas, schema, select
 
 
 def _run(*argv) -> int:
@@ -341,3 +341,43 @@ def test_one_separate_target_selects_as_the_pooled_target(demo_corpus, tmp_path)
     assert _run(*common, "--output", str(tmp_path / "separate"), "--dsir-separate-targets") == 0
     pooled, separate = (sorted(_table(tmp_path / name / "selected").column("id").to_pylist()) for name in ("pooled", "separate"))
     assert len(pooled) == 90 and pooled == separate
+
+
+@pytest.fixture(scope="module")
+def kmeans_run(demo_corpus, tmp_path_factory):
+    demo_dir, _ = demo_corpus
+    output = tmp_path_factory.mktemp("kmeans")
+    assert _run("--input", str(demo_dir / "raw" / "*"), "--output", str(output), "--num-select", "60", "--seed", "3",
+                "--method", "kmeans", "--kmeans-k", "6") == 0
+    return output
+
+
+@pytest.mark.parametrize("strategy", ["balanced", "complexity"])
+def test_kmeans_quota_strategies_select_each_clusters_quota(kmeans_run, tmp_path, strategy):
+    """Per cluster, the records selected are ``quotas.cluster_quotas`` of the pool's cluster sizes (complexity: from
+    the fitted centroids and the pool's stored embeddings, as ``kmeans.cluster_complexity`` defines it)."""
+    output = tmp_path / strategy
+    assert _run("--features", str(kmeans_run / "features"), "--output", str(output), "--num-select", "60", "--seed", "3",
+                "--method", "kmeans", "--kmeans-strategy", strategy, "--write-scores") == 0
+    scores = _table(output / "scores").to_pydict()
+    pooled = [reason in (None, "not_selected") for reason in scores[schema.DROP_REASON]]
+    in_pool = {i for i, p in zip(scores["id"], pooled) if p}
+    table = features.FeaturesTable(str(kmeans_run / "features"))
+    clusters, embeddings = [], []
+    for unit in table.manifest()["units"]:
+        rows = table.read(unit["index"], [features.ID, features.CLUSTER, features.EMBEDDING]).to_pydict()
+        for doc_id, cluster, embedding in zip(rows[features.ID], rows[features.CLUSTER], rows[features.EMBEDDING]):
+            if str(doc_id) in in_pool:
+                clusters.append(cluster)
+                embeddings.append(embedding)
+    clusters = np.array(clusters, np.int64)
+    sizes = {int(c): int(n) for c, n in zip(*np.unique(clusters, return_counts=True))}
+    complexity = None
+    if strategy == "complexity":
+        centroids = table.fit_state().centroids
+        stats = dict(kmeans.cluster_partials(np.array(embeddings, np.float32), clusters, np.zeros(len(clusters))))
+        complexity = dict(enumerate(kmeans.cluster_complexity(centroids, stats, kmeans.COMPLEXITY_NEIGHBORS).tolist()))
+    expected = {c: q for c, q in quotas.cluster_quotas(strategy, sizes, 60, complexity).items() if q}
+    picked = [c for c, s in zip(scores[schema.CLUSTER], scores[schema.SELECTED]) if s]
+    assert dict(zip(*[a.tolist() for a in np.unique(picked, return_counts=True)])) == expected
+    assert len(picked) == 60 and len(expected) > 1
