@@ -102,6 +102,11 @@ class DecideOptions:
         """Selected by the diversity step (``diversity.py``), not by per-cluster quotas."""
         return self.method == "combined" or (self.method == "kmeans" and self.strategy == quotas.DIVERSITY)
 
+    @property
+    def complexity_quotas(self) -> bool:
+        """kmeans with the complexity strategy: the one step that reads the k-means centroids."""
+        return self.method == "kmeans" and self.strategy == quotas.COMPLEXITY
+
 
 class DsirLayout(NamedTuple):
     """What the decide pass needs of the DSIR fit: the config, the target and raw n-gram counts, the target shares."""
@@ -981,7 +986,7 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
         quota_fn, quota_input = options.quota, None
         if options.method == "kmeans":  # a quota strategy: quotas per cluster, then the keys within each
             inputs = {}
-            if options.strategy == "complexity":
+            if options.complexity_quotas:
                 sums = (
                     pool
                     | "PoolVectors" >> beam.ParDo(_EmbeddingsFn(layout.table))

@@ -250,7 +250,7 @@ def _layout(job, table: FeaturesTable, manifest: dict, progress_folder: str | No
         dsir_layout = decide.DsirLayout(job.scoring.dsir, fit.dsir.target_counts, fit.dsir.raw.counts, fit.dsir.shares)
     valid = sum(s["valid"] for s in summaries)
     # the centroids only where a step reads them: every DoFn holding the layout pickles them
-    centroids = fit.centroids if fit is not None and job.deciding.strategy == "complexity" else None
+    centroids = fit.centroids if fit is not None and job.deciding.complexity_quotas else None
     return decide.Layout(
         table=table, table_columns=columns, units=tuple(units), read=job.scoring.read, ids=ids, id_column=id_column,
         input_schema=input_schema, output_schema=pa.schema(output_fields), output=job.output, shards=dedup.shard_count(valid),

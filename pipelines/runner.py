@@ -35,7 +35,8 @@ class JobFailed(Exception):
 def make_pipeline(beam_flags: list[str]) -> beam.Pipeline:
     """A pipeline on the runner the flags ask for, the offline local one by default.
 
-    Beam's pipeline type check is off unless the flags set it (``--pipeline_type_check``). Turns Beam's timed data flushes off for every ``FnApiRunner`` of this process
+    Beam's pipeline type check is off unless the flags set it (``--pipeline_type_check``). Turns
+    Beam's timed data flushes off for every ``FnApiRunner`` of this process
     (``disable_timed_data_flushes``), whatever the runner: a process-wide Beam setting.
 
     Raises:

@@ -34,7 +34,8 @@ import numpy as np
 from winnow.transforms.validation import check_choice, check_int, check_number, is_number
 
 DIVERSITY = "diversity"  # not a quota rule: the log-determinant greedy of diversity.py, merged by gain
-QUOTA_STRATEGIES = ("balanced", "proportional", "prototypes", "complexity")
+COMPLEXITY = "complexity"  # the one strategy that reads the fitted centroids (its C_j)
+QUOTA_STRATEGIES = ("balanced", "proportional", "prototypes", COMPLEXITY)
 STRATEGIES = (DIVERSITY, *QUOTA_STRATEGIES)
 COMPLEXITY_TEMPERATURE = 0.5
 _BISECTION_STEPS = 200
