@@ -6,6 +6,7 @@ job runs) or 1 (the job failed) — not as a traceback. Ctrl-C prints one line (
 and that ``--resume`` continues it) and exits 130. ``WINNOW_DEBUG=1`` shows the traceback too.
 """
 
+import ctypes
 import faulthandler
 import logging
 import os
@@ -61,6 +62,26 @@ def enable_crash_tracebacks() -> None:
             pass
 
 
+MALLOC_ARENAS = 2  # glibc's default allows 8 per core
+_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
+
+
+def limit_malloc_arenas() -> bool:
+    """Cap glibc's malloc arenas at ``MALLOC_ARENAS`` here and in worker subprocesses, unless ``MALLOC_ARENA_MAX`` is set.
+
+    The local runner's threads otherwise each grow an arena that keeps the memory freed in it: a 1M-document
+    decide pass peaked at 1,321 MB with glibc's default and 994 MB with two arenas. True when this process's
+    cap was set (False without glibc or when the user chose one).
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    os.environ["MALLOC_ARENA_MAX"] = str(MALLOC_ARENAS)  # subprocess SDK workers read it at start
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -69,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("WINNOW_DEBUG"))
     configure_logging(debug)
     enable_crash_tracebacks()
+    limit_malloc_arenas()
     from winnow.pipelines import dedup_job, options, runner, select_job, vendi_job
     from winnow.transforms import io
 

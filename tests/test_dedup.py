@@ -343,6 +343,28 @@ def test_indexed_documents_are_never_linked_to_one_another():
     assert decided == {"c": ("b", True)}
 
 
+def test_shared_key_filter_passes_every_repeated_key_and_few_single_ones():
+    rng = np.random.default_rng(1)
+    keys = rng.integers(0, 2**63, 20_000, dtype=np.int64).astype(np.uint64)
+    repeated = keys[:2_000]
+    batches = [keys[:10_000], keys[10_000:], repeated[:1_000], np.repeat(repeated[1_000:1_500], 2), repeated[1_500:]]  # repeats within and across batches
+    bits = 1 << 18
+    fn = dedup.SharedKeysCombineFn(bits)
+    accumulators = [fn.add_input(fn.create_accumulator(), batch) for batch in batches]
+    words = fn.extract_output(fn.merge_accumulators(accumulators))
+    one_pass = fn.create_accumulator()
+    for batch in batches:
+        one_pass = fn.add_input(one_pass, batch)
+    assert np.array_equal(words, fn.extract_output(one_pass)) and words.shape == (bits // 64,)
+    positions = (keys & np.uint64(bits - 1)).astype(np.int64)
+    counts = np.bincount(np.concatenate([positions, positions[:2_000]]), minlength=bits)
+    assert np.array_equal(dedup.shared_keys_contain(words, keys), counts[positions] >= 2)  # the definition, counted directly
+    assert dedup.shared_keys_contain(words, repeated).all()
+    single = dedup.shared_keys_contain(words, keys[2_000:]).mean()
+    assert 0 < single < 2 * len(keys) / bits
+    assert not dedup.shared_keys_contain(fn.extract_output(fn.merge_accumulators([fn.create_accumulator()])), keys).any()
+
+
 def test_key_filter_has_no_false_negatives_and_few_false_positives():
     rng = np.random.default_rng(0)
     added, others = rng.integers(0, 2**63, 5_000, dtype=np.int64).astype(np.uint64), rng.integers(0, 2**63, 100_000, dtype=np.int64).astype(np.uint64)

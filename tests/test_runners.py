@@ -282,3 +282,11 @@ def test_flags_without_a_timed_flush_are_accepted(flags):
 def test_environment_config_that_is_not_json_is_a_usage_error():
     with pytest.raises(UsageError, match="--environment_config: not valid JSON"):
         runner.timed_flush_flag(PipelineOptions(["--environment_config", "{data_buffer_time_limit_ms: 1000"]))
+
+
+def test_cli_caps_malloc_arenas_unless_the_user_chose_a_number(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert cli.limit_malloc_arenas()  # glibc's mallopt accepted the cap (this suite runs on glibc Linux)
+    assert os.environ["MALLOC_ARENA_MAX"] == str(cli.MALLOC_ARENAS)  # and subprocess workers inherit it
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert not cli.limit_malloc_arenas() and os.environ["MALLOC_ARENA_MAX"] == "4"

@@ -95,6 +95,7 @@ INDEX_UNIT_BASE = 1 << 24  # units of dedup index shards: INDEX_UNIT_BASE + shar
 ROWS_PER_SHARD = 200_000  # documents per dedup shard (a shard's rows are sorted in one worker)
 MAX_SPLIT_GROUPS = 1_000  # representatives the guard makes in one component at most
 FILTER_BITS_PER_KEY = 16  # key filter of the run's keys, which index rows must hit to take part
+SHARED_BITS_PER_KEY = 8  # shared-key filter of the band keys: a key seen once passes with probability ~1/8
 FILTER_CHUNK = 1 << 16  # keys per step of key_filter_contains
 _UNSTABLE, _SUMMARIES, _NODES, _SPLITS = "unstable", "summaries", "nodes", "splits"
 _GUARDED, _TEXT_ROWS = "guarded", "text_rows"
@@ -399,9 +400,9 @@ class GuardSimilarity:
         return values
 
 
-def key_filter_bits(keys: int) -> int:
-    """Bits of a key filter for about ``keys`` keys: ``FILTER_BITS_PER_KEY`` per key, a power of two in [2^20, 2^30]."""
-    return 1 << int(np.clip(np.ceil(np.log2(max(keys, 1) * FILTER_BITS_PER_KEY)), 20, 30))
+def key_filter_bits(keys: int, per_key: int = FILTER_BITS_PER_KEY) -> int:
+    """Bits of a key filter for about ``keys`` keys: ``per_key`` per key, a power of two in [2^20, 2^30]."""
+    return 1 << int(np.clip(np.ceil(np.log2(max(keys, 1) * per_key)), 20, 30))
 
 
 def _probes(keys: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -449,6 +450,60 @@ class KeyFilterCombineFn(beam.CombineFn):
 
     def extract_output(self, accumulator):
         return accumulator
+
+
+def _word_masks(sorted_positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending bit positions -> (the distinct uint64 words they fall in, each word's mask of their bits)."""
+    words = sorted_positions >> np.uint64(6)
+    starts = group_starts(words)
+    if not len(starts):
+        return words.astype(np.int64), np.zeros(0, np.uint64)
+    return words[starts].astype(np.int64), np.bitwise_or.reduceat(np.uint64(1) << (sorted_positions & np.uint64(63)), starts)
+
+
+class SharedKeysCombineFn(beam.CombineFn):
+    """uint64 key arrays -> the shared-key filter: ``(bits / 64,)`` uint64 words, one bit per position ``key mod bits``.
+
+    A position's bit is set when two or more keys (repeats included) fell on it, so a key seen twice always passes
+    ``shared_keys_contain``, and a key seen once passes when another key shares its position (about ``keys / bits``
+    of them). The accumulator is ``(once, twice)``: the positions hit at least once and at least twice.
+    """
+
+    def __init__(self, bits: int):
+        self._bits = bits
+
+    def create_accumulator(self):
+        return np.zeros(self._bits // 64, np.uint64), np.zeros(self._bits // 64, np.uint64)
+
+    def add_input(self, accumulator, keys):
+        once, twice = accumulator
+        positions = np.sort(np.asarray(keys, np.uint64) & np.uint64(self._bits - 1))
+        words, masks = _word_masks(positions[1:][positions[1:] == positions[:-1]])
+        twice[words] |= masks
+        words, masks = _word_masks(positions[group_starts(positions)])
+        twice[words] |= once[words] & masks
+        once[words] |= masks
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        once, twice = None, None
+        for other_once, other_twice in accumulators:
+            if once is None:
+                once, twice = other_once, other_twice
+                continue
+            twice |= other_twice
+            twice |= once & other_once
+            once |= other_once
+        return once, twice
+
+    def extract_output(self, accumulator):
+        return accumulator[1]
+
+
+def shared_keys_contain(words: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """(n,) bool: the ``keys`` whose position is set in the shared-key filter ``words`` (every key seen twice)."""
+    positions = np.asarray(keys, np.uint64) & np.uint64(64 * len(words) - 1)
+    return ((words[(positions >> np.uint64(6)).astype(np.int64)] >> (positions & np.uint64(63))) & np.uint64(1)).astype(bool)
 
 
 def cluster_id(source: int, doc_id) -> int:
@@ -618,11 +673,17 @@ class TextSource:
         raise NotImplementedError
 
 
-def _band_shards(element, shards: int):
-    """(unit, ordinals, band keys) -> (shard, (keys, docrefs)) of its (document, band) rows."""
+def _band_shards(element, shards: int, shared: np.ndarray):
+    """(unit, ordinals, band keys) -> (shard, (keys, docrefs)) of its (document, band) rows whose key may be shared.
+
+    A bucket of one row gives no candidate, so the rows the shared-key filter ``shared`` rules out (most of
+    them) never reach the shuffle.
+    """
     unit, ordinals, keys = element
     refs = np.repeat(docrefs(unit, ordinals), keys.shape[1])
     keys = keys.reshape(-1)
+    kept = shared_keys_contain(shared, keys)
+    keys, refs = keys[kept], refs[kept]
     for s, rows in key_groups(shard_of(keys, shards)):
         yield s, (keys[rows], refs[rows])
 
@@ -874,11 +935,16 @@ class DedupNear(beam.PTransform):
 
     def expand(self, keyed):
         config = self._config
-        # (unit, ordinals, band keys) -> (shard, (band keys, docrefs)) -> shared buckets' members by unit
+        # (unit, ordinals, band keys) -> (shard, (band keys, docrefs)) of the keys that may be shared -> shared buckets' members by unit
         # -> with their ids, by shard again -> star links to each bucket's smallest id, by unit of the larger end
+        shared = beam.pvalue.AsSingleton(
+            keyed
+            | "BandKeys" >> beam.Map(lambda element: element[2].reshape(-1))
+            | "SharedKeys" >> beam.CombineGlobally(SharedKeysCombineFn(key_filter_bits(self._shards * ROWS_PER_SHARD, SHARED_BITS_PER_KEY)))
+        )
         candidates = (
             keyed
-            | "ShardByBand" >> beam.FlatMap(_band_shards, self._shards)
+            | "ShardByBand" >> beam.FlatMap(_band_shards, self._shards, shared)
             | "GroupBands" >> beam.GroupByKey()
             | "SharedBuckets" >> beam.FlatMap(_shared_buckets)
             | "GroupMembersByUnit" >> beam.GroupByKey()
