@@ -412,6 +412,11 @@ def _probes(keys: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     return keys & mask, (keys >> np.uint64(32)) & mask
 
 
+def _bits_at(words: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(n,) bool: the bits at uint64 ``positions`` of the bit array held in uint64 ``words``."""
+    return ((words[positions >> np.uint64(6)] >> (positions & np.uint64(63))) & np.uint64(1)).astype(bool)
+
+
 def key_filter_add(words: np.ndarray, keys: np.ndarray) -> None:
     """Add uint64 ``keys`` to a key filter (a Bloom filter of two probes over ``64 · len(words)`` bits), in place."""
     for position in _probes(keys, 64 * len(words)):
@@ -425,7 +430,7 @@ def key_filter_contains(words: np.ndarray, keys: np.ndarray) -> np.ndarray:
     for start in range(0, len(keys), FILTER_CHUNK):  # chunks: the temporaries stay small and reused
         chunk = hit[start:start + FILTER_CHUNK]
         for position in _probes(keys[start:start + FILTER_CHUNK], 64 * len(words)):
-            chunk &= ((words[position >> np.uint64(6)] >> (position & np.uint64(63))) & np.uint64(1)).astype(bool)
+            chunk &= _bits_at(words, position)
     return hit
 
 
@@ -502,8 +507,7 @@ class SharedKeysCombineFn(beam.CombineFn):
 
 def shared_keys_contain(words: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """(n,) bool: the ``keys`` whose position is set in the shared-key filter ``words`` (every key seen twice)."""
-    positions = np.asarray(keys, np.uint64) & np.uint64(64 * len(words) - 1)
-    return ((words[(positions >> np.uint64(6)).astype(np.int64)] >> (positions & np.uint64(63))) & np.uint64(1)).astype(bool)
+    return _bits_at(words, np.asarray(keys, np.uint64) & np.uint64(64 * len(words) - 1))
 
 
 def cluster_id(source: int, doc_id) -> int:
