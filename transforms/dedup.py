@@ -491,13 +491,10 @@ class SharedKeysCombineFn(beam.CombineFn):
         return accumulator
 
     def merge_accumulators(self, accumulators):
-        once, twice = None, None
+        accumulators = iter(accumulators)
+        once, twice = next(accumulators)  # Beam merges one or more accumulators; the first one takes the rest in
         for other_once, other_twice in accumulators:
-            if once is None:
-                once, twice = other_once, other_twice
-                continue
-            twice |= other_twice
-            twice |= once & other_once
+            twice |= other_twice | (once & other_once)
             once |= other_once
         return once, twice
 
