@@ -26,10 +26,11 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from benchmarks.bench_scale import write_scale_corpus  # noqa: E402
 from benchmarks.common import publish  # noqa: E402
+from examples import make_demo_corpus  # noqa: E402
 from winnow.pipelines import cli  # noqa: E402
 
 SAMPLE_S = 0.05
-SELECT_FLAGS = ["--fraction", "0.1", "--method", "random", "--dedup", "exact,minhash", "--overwrite"]
+SELECT_FLAGS = ["--fraction", "0.1", "--dedup", "exact,minhash", "--overwrite"]
 
 
 class StageRecorder:
@@ -102,6 +103,7 @@ def summarize(rows) -> list[tuple[str, int, float, float]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--method", default="random", help="the select method profiled (combined also needs a target)")
     parser.add_argument("--top", type=int, default=15, help="stages listed, by seconds")
     parser.add_argument("--workdir", type=pathlib.Path)
     parser.add_argument("--out", type=pathlib.Path, help="write the Markdown section here")
@@ -111,7 +113,11 @@ def main(argv=None) -> int:
         corpus = pathlib.Path(tmp) / "corpus"
         corpus.mkdir()
         n_docs, text_bytes, _ = write_scale_corpus(corpus, args.docs)
-        command = ["select", "--input", str(corpus / "*"), "--output", str(pathlib.Path(tmp) / "out"), *SELECT_FLAGS]
+        command = ["select", "--input", str(corpus / "*"), "--output", str(pathlib.Path(tmp) / "out"), "--method", args.method, *SELECT_FLAGS]
+        if args.method != "random":
+            demo = pathlib.Path(tmp) / "demo"
+            make_demo_corpus.write_corpus(demo, code_docs=10)
+            command += ["--target", str(demo / "target" / "*")]
         started = time.perf_counter()
         with StageRecorder() as recorder:
             if cli.main(command) != 0:
@@ -120,7 +126,7 @@ def main(argv=None) -> int:
     stages = summarize(recorder.rows)
     peak = max(p for *_, p in stages)
     lines = [
-        f"## Stages of `winnow select --method random --dedup exact,minhash`, {n_docs:,} documents",
+        f"## Stages of `winnow select --method {args.method} --dedup exact,minhash`, {n_docs:,} documents",
         "",
         f"{n_docs:,} documents, {text_bytes / 1e6:.0f} MB of text, one process (FnApiRunner in memory): "
         f"{wall:.0f} s wall, {n_docs / wall:,.0f} docs/s, {text_bytes / 1e6 / wall:.2f} MB/s, peak RSS {peak:,.0f} MB. "

@@ -246,10 +246,11 @@ EMBED_SAMPLE_BATCH = 4096  # texts embedded at once: the n-gram matrices of a bl
 
 
 def _embed_sample(sample: list, projection, config: embed.EmbedConfig) -> list:
-    """The k-means sample's ``(rank, id, text)`` -> ``(rank, id, vector)``, embedded as the score pass embeds.
+    """The k-means sample's ``(rank, id, text)`` -> its ``(rank, id, vector)`` list, embedded as the score pass embeds.
 
     Block by block: an embedding does not depend on its batch (``embed.embed_texts``), and the
-    n-gram count matrices of 50,000 texts at once took over a gigabyte.
+    n-gram count matrices of 50,000 texts at once took over a gigabyte. The vectors are rows of
+    the blocks' arrays (views, not one array each), passed on to the fit in the same stage.
     """
     vectorizer = embed.make_vectorizer(config)
     entries = []
@@ -360,11 +361,11 @@ def build_fit(pipeline: beam.Pipeline, options: ScoreOptions, table: FeaturesTab
             )
             side["projection"] = beam.pvalue.AsSingleton(projection)
             # the k-means sample: the texts of the smallest ranks, taken in this read (no second read), then embedded
-            entries = (
+            sample = (
                 raw
                 | "KMeansCandidates" >> beam.FlatMap(_sample_candidates, seed)
                 | "KMeansSample" >> beam.combiners.Top.Smallest(options.kmeans.sample_size)
-                | "EmbedSample" >> beam.FlatMap(_embed_sample, beam.pvalue.AsSingleton(projection), options.embed)
+                | "EmbedSample" >> beam.Map(_embed_sample, beam.pvalue.AsSingleton(projection), options.embed)
             )
         else:
             width = (
@@ -372,12 +373,12 @@ def build_fit(pipeline: beam.Pipeline, options: ScoreOptions, table: FeaturesTab
                 | "ModeWidth" >> beam.Map(lambda counts, dim: dim or vectors.mode_width(counts), options.embed.dim)
             )
             side["width"] = beam.pvalue.AsSingleton(width)
-            entries = raw | "FieldEntries" >> beam.FlatMap(_field_entries, beam.pvalue.AsSingleton(width), seed)
-        centroids = (
-            entries
-            | "SampleVectors" >> beam.combiners.Top.Smallest(options.kmeans.sample_size, key=lambda entry: (entry[0], entry[1]))
-            | "FitCentroids" >> beam.Map(kmeans.fit_on_sample, side["records"], options.kmeans)
-        )
+            sample = (
+                raw
+                | "FieldEntries" >> beam.FlatMap(_field_entries, beam.pvalue.AsSingleton(width), seed)
+                | "SampleVectors" >> beam.combiners.Top.Smallest(options.kmeans.sample_size, key=lambda entry: (entry[0], entry[1]))
+            )
+        centroids = sample | "FitCentroids" >> beam.Map(kmeans.fit_on_sample, side["records"], options.kmeans)
         side["centroids"] = beam.pvalue.AsSingleton(centroids)
     _ = (
         pipeline

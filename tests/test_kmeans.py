@@ -102,7 +102,7 @@ def test_assignment_hand_worked_ties_to_the_first_centroid_and_is_batch_independ
 
 def test_fit_centroids_is_seeded_scikit_learn_kmeans():
     X = _blobs(50, np.eye(4) * 3, 0.3, seed=2).astype(np.float64)
-    centroids = fit_centroids(X, 4, seed=7)
+    centroids = fit_centroids(X.copy(), 4, seed=7)  # centres its input in place; the reference copies (scikit-learn's default)
     reference = KMeans(n_clusters=4, n_init=kmeans.N_INIT, max_iter=kmeans.MAX_ITER, random_state=7).fit(X)
     np.testing.assert_array_equal(centroids, reference.cluster_centers_)
     assert centroids.dtype == np.float64 and centroids.shape == (4, 4)

@@ -94,11 +94,13 @@ def auto_k(n_records: int, sample_size: int) -> int:
 def fit_centroids(X: np.ndarray, k: int, seed: int) -> np.ndarray:
     """k-means centroids of the sample ``X`` (n, d) float64, n >= k >= 1: (k, d) float64.
 
-    Expects validated input in a fixed row order (the fit depends on it).
+    Expects validated input in a fixed row order (the fit depends on it). ``X`` is centred in place
+    and then un-centred, up to rounding (scikit-learn's ``copy_x=False``: the same centroids as with
+    a copy, without the copy's memory).
     """
     from sklearn.cluster import KMeans  # imported where used: scikit-learn takes a second to import
 
-    model = KMeans(n_clusters=k, init="k-means++", n_init=N_INIT, max_iter=MAX_ITER, random_state=seed)
+    model = KMeans(n_clusters=k, init="k-means++", n_init=N_INIT, max_iter=MAX_ITER, random_state=seed, copy_x=False)
     return model.fit(X).cluster_centers_.astype(np.float64)
 
 
@@ -215,7 +217,7 @@ def fit_on_sample(entries: list[tuple[int, str, np.ndarray]], n_records: int, co
     """
     if not entries:
         return np.zeros((0, 0))
-    vectors = np.stack([vector for _, _, vector in sorted(entries, key=lambda entry: entry[1])]).astype(np.float64)
+    vectors = np.array([vector for _, _, vector in sorted(entries, key=lambda entry: entry[1])], dtype=np.float64)  # one copy
     k = min(config.k or auto_k(n_records, config.sample_size), len(vectors))
     return fit_centroids(vectors, k, config.seed)
 
