@@ -11,6 +11,7 @@ import faulthandler
 import logging
 import os
 import sys
+import threading
 
 USAGE = """usage: winnow <command> [options]
 
@@ -82,6 +83,37 @@ def limit_malloc_arenas() -> bool:
         return False
 
 
+MALLOC_TRIM_INTERVAL_S = 1.0
+_trimmer: threading.Thread | None = None
+
+
+def start_malloc_trimmer() -> bool:
+    """Every ``MALLOC_TRIM_INTERVAL_S``, hand the memory freed inside glibc's heaps back to the system (``malloc_trim(0)``).
+
+    glibc returns only the top of a heap by itself; the pages freed below live data stay resident and
+    a later stage's allocations, in another arena or of other sizes, add to them. Trimming once a
+    second took the peak RSS of a 1M-document ``combined`` run on the local runner from 1,585 to
+    1,447 MiB (Beam's worker subprocesses, in other running modes, are not trimmed). One daemon thread per process; True
+    when it runs (False without glibc).
+    """
+    global _trimmer
+    if _trimmer is not None:
+        return True
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return False
+    stop = threading.Event()  # never set: the thread ends with the process
+
+    def loop():
+        while not stop.wait(MALLOC_TRIM_INTERVAL_S):
+            trim(0)
+
+    _trimmer = threading.Thread(target=loop, name="winnow-malloc-trim", daemon=True)
+    _trimmer.start()
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -91,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(debug)
     enable_crash_tracebacks()
     limit_malloc_arenas()
+    start_malloc_trimmer()
     from winnow.pipelines import dedup_job, options, runner, select_job, vendi_job
     from winnow.transforms import io
 

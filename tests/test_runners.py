@@ -290,3 +290,9 @@ def test_cli_caps_malloc_arenas_unless_the_user_chose_a_number(monkeypatch):
     assert os.environ["MALLOC_ARENA_MAX"] == str(cli.MALLOC_ARENAS)  # and subprocess workers inherit it
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert not cli.limit_malloc_arenas() and os.environ["MALLOC_ARENA_MAX"] == "4"
+
+
+def test_cli_trims_the_malloc_heap_from_one_daemon_thread():
+    assert cli.start_malloc_trimmer() and cli.start_malloc_trimmer()  # glibc has malloc_trim; a second call starts nothing
+    trimmers = [t for t in threading.enumerate() if t.name == "winnow-malloc-trim"]
+    assert len(trimmers) == 1 and trimmers[0].daemon and trimmers[0].is_alive()
