@@ -39,6 +39,7 @@ NAMESPACE = "winnow.decide"
 SAMPLES_PER_OUTCOME = 5  # report: sample documents per outcome, and members per duplicate cluster shown
 SAMPLED_CLUSTERS = 5  # report: the largest near-duplicate clusters and exact groups shown with their members
 OPENING_CHARS = 300
+ROW_GROUP_BYTES = 32 << 20  # selected/: a row group per ~32 MB of Arrow data, not one per read batch of a few selected rows
 SCORE_COLUMNS = {  # features column -> winnow column, in output order
     features.DSIR_LOG_WEIGHT: schema.DSIR_LOG_WEIGHT,
     features.DSIR_TARGET_LOG_WEIGHTS: schema.DSIR_TARGET_LOG_WEIGHTS,
@@ -686,6 +687,13 @@ class _WriteSelectedFn(beam.DoFn):
         def write(handle):
             nonlocal written
             with pq.ParquetWriter(handle, self._schema, compression="zstd") as writer:
+                pending = []  # tables not yet written: one row group each time they reach ROW_GROUP_BYTES
+
+                def flush():
+                    if pending:
+                        writer.write_table(pa.concat_tables(pending))
+                        pending.clear()
+
                 baseline = chosen.baseline if self._hasher is not None else selected_set[:0]  # only the KL counts read it
                 needed = np.union1d(np.union1d(selected_set, baseline), wanted_ordinals).astype(np.int64)
                 for batch in io.read_unit(unit, layout.read, layout.ids, only=needed):
@@ -706,8 +714,11 @@ class _WriteSelectedFn(beam.DoFn):
                         table = table.append_column(schema.field(schema.ID), pa.array([batch.ids[i] for i in take.tolist()], pa.string()))
                     for name, column in chosen.columns.items():
                         table = table.append_column(schema.field(name), column.take(pa.array(where)).cast(schema.COLUMN_TYPES[name]))
-                    writer.write_table(table.select(self._schema.names).cast(self._schema))
+                    pending.append(table.select(self._schema.names).cast(self._schema))
                     written += len(take)
+                    if sum(part.nbytes for part in pending) >= ROW_GROUP_BYTES:
+                        flush()
+                flush()
 
         write_atomically(layout.part("selected", chosen.unit, ".parquet"), write)
         self._reporter.unit_done(unit.size)

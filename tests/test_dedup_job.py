@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from examples import make_demo_corpus
-from winnow.pipelines import cli, dedup_index
+from winnow.pipelines import cli, decide, dedup_index
 from tests.helpers import RootedFileSystem, estimate_passes
 from winnow.transforms import schema
 from winnow.transforms.minhash import band_keys
@@ -234,3 +234,15 @@ def test_the_guard_reads_the_text_of_a_component_above_the_limit(tmp_path):
     assert rows == [("b2", "near_duplicate", "a"), ("c2", "near_duplicate", "a")]
     split = _report(tmp_path / "o2")["metrics"]["dedup_minhash"]["split_components"]
     assert [(s["size"], s["text_members"]) for s in split] == [(3, 2)]
+
+
+@pytest.mark.parametrize("row_group_bytes, row_groups", [(32 << 20, 1), (1, 3)])  # 1 byte: a row group per read batch
+def test_selected_parts_are_written_in_row_groups_of_row_group_bytes_not_one_per_read_batch(tmp_path, monkeypatch, row_group_bytes, row_groups):
+    records = [{"id": f"r{i:05d}", "text": f"record {i} says {i * 7919 % 10007} and {i * 104729 % 1009} words"} for i in range(2_500)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))  # three read batches of 1,024
+    monkeypatch.setattr(decide, "ROW_GROUP_BYTES", row_group_bytes)
+    output = tmp_path / "out"
+    assert cli.main(["dedup", "--input", str(tmp_path / "in.jsonl"), "--output", str(output), "--dedup", "exact"]) == 0
+    (part,) = sorted((output / "selected").glob("*.parquet"))
+    assert pq.ParquetFile(part).metadata.num_row_groups == row_groups
+    assert pq.read_table(part).column("id").to_pylist() == [r["id"] for r in records]  # every row, in input order
