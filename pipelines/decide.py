@@ -687,12 +687,14 @@ class _WriteSelectedFn(beam.DoFn):
         def write(handle):
             nonlocal written
             with pq.ParquetWriter(handle, self._schema, compression="zstd") as writer:
-                pending = []  # tables not yet written: one row group each time they reach ROW_GROUP_BYTES
+                pending, pending_bytes = [], 0  # tables not yet written: one row group each time they reach ROW_GROUP_BYTES
 
                 def flush():
+                    nonlocal pending_bytes
                     if pending:
                         writer.write_table(pa.concat_tables(pending))
                         pending.clear()
+                    pending_bytes = 0
 
                 baseline = chosen.baseline if self._hasher is not None else selected_set[:0]  # only the KL counts read it
                 needed = np.union1d(np.union1d(selected_set, baseline), wanted_ordinals).astype(np.int64)
@@ -715,8 +717,9 @@ class _WriteSelectedFn(beam.DoFn):
                     for name, column in chosen.columns.items():
                         table = table.append_column(schema.field(name), column.take(pa.array(where)).cast(schema.COLUMN_TYPES[name]))
                     pending.append(table.select(self._schema.names).cast(self._schema))
+                    pending_bytes += pending[-1].nbytes
                     written += len(take)
-                    if sum(part.nbytes for part in pending) >= ROW_GROUP_BYTES:
+                    if pending_bytes >= ROW_GROUP_BYTES:
                         flush()
                 flush()
 
