@@ -603,11 +603,13 @@ class _FinishUnitFn(beam.DoFn):
             return 0
         names = [features.EXACT_HASH] + ([features.SIGNATURE] if features.SIGNATURE in self._layout.table_columns else [])
         shard = self._layout.table.read(unit, names, kept)
-        table = pa.table({features.ID: rows.column(features.ID).take(pa.array(kept)), **{name: shard.column(name) for name in names}})
+        table = pa.table({features.ID: rows.column(features.ID).take(pa.array(kept)), features.EXACT_HASH: shard.column(features.EXACT_HASH)})
         if features.SIGNATURE in names:
             band_rows = self._options.minhash.band_rows
-            keys = band_keys(features.signatures_of(shard.column(features.SIGNATURE)), *band_rows)
-            table = table.append_column(features.BAND_KEYS, features.fixed_list_array(keys)).replace_schema_metadata(
+            signatures = features.signatures_of(shard.column(features.SIGNATURE))
+            keys = band_keys(signatures, *band_rows)
+            table = table.append_column(features.SIGNATURE, features.fixed_rows_array(signatures))
+            table = table.append_column(features.BAND_KEYS, features.fixed_rows_array(keys)).replace_schema_metadata(
                 {features.BAND_ROWS_KEY: features.band_rows_tag(band_rows)})
         write_atomically(f"{self._options.index_shards}-{unit:05d}.parquet",
                          lambda handle: pq.write_table(table, handle, **features.parquet_options(table.schema)))

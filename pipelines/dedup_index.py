@@ -5,10 +5,11 @@ An index is a directory on any Beam filesystem::
     index.json                  the options its rows depend on, and its complete shards
     shard-<run>-NNNNN.parquet   one per work unit of a run that wrote to it: id, exact_hash
                                 (fixed_size_binary(16)) and, when MinHash ran, signature
-                                (fixed_size_list<uint32>[num_perm]) and band_keys
-                                (fixed_size_list<uint64>[bands], the writing run's bands, named
-                                in the schema metadata ``winnow.band_rows`` = "bands,rows") of
-                                each kept record
+                                (fixed_size_binary(4 num_perm): little-endian uint32s) and band_keys
+                                (fixed_size_binary(8 bands): little-endian uint64s, the writing run's
+                                bands, named in the schema metadata ``winnow.band_rows`` =
+                                "bands,rows") of each kept record; shards of earlier versions, with
+                                fixed_size_list columns, are read as well
 
 ``--dedup-index DIR`` (``winnow dedup --index DIR``) writes the run's kept records as new shards
 and then lists them in ``index.json``: a later run appends, and a killed run leaves only unlisted

@@ -234,9 +234,14 @@ def band_rows_tag(band_rows: tuple[int, int]) -> bytes:
 
 
 def fixed_lists_of(column, dtype) -> np.ndarray:
-    """A fixed_size_list column -> (n, width) array of ``dtype``."""
+    """A fixed_size_list column, or a fixed_size_binary one of little-endian rows (``fixed_rows_array``) -> (n, width) ``dtype``."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if pa.types.is_fixed_size_binary(column.type):
+        item = np.dtype(dtype).newbyteorder("<")
+        width = column.type.byte_width // item.itemsize
+        values = np.frombuffer(column.buffers()[1], dtype=item, count=width * len(column), offset=column.offset * column.type.byte_width)
+        return values.astype(dtype).reshape(-1, width)
     width = column.type.list_size
     return column.flatten().to_numpy(zero_copy_only=False).astype(dtype).reshape(-1, width)
 
@@ -244,6 +249,16 @@ def fixed_lists_of(column, dtype) -> np.ndarray:
 def fixed_list_array(values: np.ndarray) -> pa.Array:
     """(n, width) array -> a fixed_size_list<its type>[width] column."""
     return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(values).reshape(-1)), values.shape[1])
+
+
+def fixed_rows_array(values: np.ndarray) -> pa.Array:
+    """(n, width) array -> a fixed_size_binary column of its little-endian rows.
+
+    What the dedup index stores: Parquet decodes such a column as one flat buffer, a fixed_size_list
+    one value and level at a time (an index shard's signatures: 0.013 s against 0.45 s for 81,333 rows).
+    """
+    rows = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(rows.shape[1] * rows.itemsize), len(rows), [None, pa.py_buffer(rows.tobytes())])
 
 
 def signatures_of(column) -> np.ndarray:

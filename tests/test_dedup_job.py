@@ -147,11 +147,14 @@ def test_index_round_trip_keeps_ids_hashes_and_signatures(tmp_path):
     manifest = dedup_index.read_manifest(str(index))
     rows = pa.concat_tables(pq.read_table(index / s["name"]) for s in manifest["shards"])
     assert rows.column("id").type == pa.int64()  # the input's id type, kept
-    assert rows.schema.field("signature").type == pa.list_(pa.uint32(), 128) and rows.schema.field("exact_hash").type == pa.binary(16)
+    assert rows.schema.field("signature").type == pa.binary(4 * 128) and rows.schema.field("exact_hash").type == pa.binary(16)
     assert sorted(rows.column("id").to_pylist()) == sorted(_table(tmp_path / "o" / "selected").column("id").to_pylist())
-    signatures = np.array(rows.column("signature").to_pylist(), np.uint32)
-    assert rows.schema.metadata[b"winnow.band_rows"] == b"12,10" and rows.schema.field("band_keys").type == pa.list_(pa.uint64(), 12)
-    assert np.array_equal(np.array(rows.column("band_keys").to_pylist(), np.uint64), band_keys(signatures, 12, 10))
+    signatures = np.frombuffer(b"".join(rows.column("signature").to_pylist()), "<u4").reshape(-1, 128)  # little-endian rows
+    scored = pa.concat_tables(pq.read_table(p, columns=["id", "signature"]) for p in sorted((tmp_path / "o" / "features").glob("unit-*.parquet")))
+    run_signatures = dict(zip(scored.column("id").to_pylist(), scored.column("signature").to_pylist()))
+    assert all(list(row) == run_signatures[i] for i, row in zip(rows.column("id").to_pylist(), signatures.tolist()))
+    assert rows.schema.metadata[b"winnow.band_rows"] == b"12,10" and rows.schema.field("band_keys").type == pa.binary(8 * 12)
+    assert np.array_equal(np.frombuffer(b"".join(rows.column("band_keys").to_pylist()), "<u8").reshape(-1, 12), band_keys(signatures, 12, 10))
 
 
 def test_stored_band_keys_decide_as_the_signatures_do(tmp_path):
@@ -172,6 +175,14 @@ def test_stored_band_keys_decide_as_the_signatures_do(tmp_path):
 
     stored, other_bands = decisions("stored"), decisions("other", "--threshold", "0.7")
     assert sum(reason == "near_duplicate" and of in kept for _, reason, of in stored) >= 15
+    for shard in index.glob("shard-*.parquet"):  # an index of an earlier version: fixed_size_list columns
+        table = pq.read_table(shard)
+        for name, width, dtype in (("signature", 128, "<u4"), ("band_keys", 12, "<u8")):
+            values = np.frombuffer(b"".join(table.column(name).to_pylist()), dtype).reshape(-1, width)
+            listed = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1).astype(dtype[1:])), width)
+            table = table.set_column(table.schema.get_field_index(name), name, listed)
+        pq.write_table(table, shard)
+    assert decisions("listed") == stored and decisions("listed_other", "--threshold", "0.7") == other_bands
     for shard in index.glob("shard-*.parquet"):
         pq.write_table(pq.read_table(shard).drop_columns(["band_keys"]).replace_schema_metadata(None), shard)
     assert decisions("computed") == stored

@@ -277,3 +277,13 @@ def test_ids_are_the_same_under_two_spellings_of_the_glob(tmp_path, monkeypatch)
     assert sorted(ids) == sorted(pa.concat_tables(pq.read_table(f) for f in sorted((absolute / "selected").glob("*.parquet")))
                                  .column(schema.ID).to_pylist())
     assert all(i.split(":")[0] in ("shard-0.jsonl", "shard-3.parquet") and i.split(":")[1].isdigit() for i in ids)
+
+
+def test_fixed_rows_round_trip_both_column_layouts_and_a_sliced_column():
+    values = (np.arange(4 * 3, dtype=np.uint64) * 0x0123456789ABCDEF).reshape(4, 3)
+    stored = features.fixed_rows_array(values)
+    assert stored.type == pa.binary(3 * 8) and stored[0].as_py() == values[0].astype("<u8").tobytes()
+    listed = features.fixed_list_array(values)
+    for column in (stored, listed, pa.chunked_array([stored[:1], stored[1:]])):
+        assert np.array_equal(features.fixed_lists_of(column, np.uint64), values)
+    assert np.array_equal(features.fixed_lists_of(stored.slice(1, 2), np.uint64), values[1:3])  # the slice's offset is honoured
