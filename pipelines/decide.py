@@ -608,7 +608,7 @@ class _FinishUnitFn(beam.DoFn):
             band_rows = self._options.minhash.band_rows
             signatures = features.signatures_of(shard.column(features.SIGNATURE))
             keys = band_keys(signatures, *band_rows)
-            table = table.append_column(features.SIGNATURE, features.fixed_rows_array(signatures))
+            table = table.append_column(features.SIGNATURE, features.signature_array(signatures))
             table = table.append_column(features.BAND_KEYS, features.fixed_rows_array(keys)).replace_schema_metadata(
                 {features.BAND_ROWS_KEY: features.band_rows_tag(band_rows)})
         write_atomically(f"{self._options.index_shards}-{unit:05d}.parquet",

@@ -65,7 +65,7 @@ class ScoreOptions:
         """The scoring columns of the features shards (``features.py``)."""
         columns = {features.EXACT_HASH: pa.binary(16)}
         if self.minhash is not None:
-            columns[features.SIGNATURE] = pa.list_(pa.uint32(), self.minhash.num_perm)
+            columns[features.SIGNATURE] = pa.binary(4 * self.minhash.num_perm)  # features.signature_array
         if self.dsir is not None:
             columns[features.DSIR_LOG_WEIGHT] = pa.float64()
             if self.dsir.separate_targets:
