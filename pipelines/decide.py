@@ -689,15 +689,7 @@ class _WriteSelectedFn(beam.DoFn):
         def write(handle):
             nonlocal written
             with pq.ParquetWriter(handle, self._schema, compression="zstd") as writer:
-                pending, pending_bytes = [], 0  # tables not yet written: one row group each time they reach ROW_GROUP_BYTES
-
-                def flush():
-                    nonlocal pending_bytes
-                    if pending:
-                        writer.write_table(pa.concat_tables(pending))
-                        pending.clear()
-                    pending_bytes = 0
-
+                row_groups = _RowGroups(writer)
                 baseline = chosen.baseline if self._hasher is not None else selected_set[:0]  # only the KL counts read it
                 needed = np.union1d(np.union1d(selected_set, baseline), wanted_ordinals).astype(np.int64)
                 for batch in io.read_unit(unit, layout.read, layout.ids, only=needed):
@@ -718,18 +710,33 @@ class _WriteSelectedFn(beam.DoFn):
                         table = table.append_column(schema.field(schema.ID), pa.array([batch.ids[i] for i in take.tolist()], pa.string()))
                     for name, column in chosen.columns.items():
                         table = table.append_column(schema.field(name), column.take(pa.array(where)).cast(schema.COLUMN_TYPES[name]))
-                    pending.append(table.select(self._schema.names).cast(self._schema))
-                    pending_bytes += pending[-1].nbytes
+                    row_groups.add(table.select(self._schema.names).cast(self._schema))
                     written += len(take)
-                    if pending_bytes >= ROW_GROUP_BYTES:
-                        flush()
-                flush()
+                row_groups.flush()
 
         write_atomically(layout.part("selected", chosen.unit, ".parquet"), write)
         self._reporter.unit_done(unit.size)
         stats = {"unit": chosen.unit, "written": written, "kl_counts": {k: v.tolist() for k, v in counts.items()}, "openings": openings}
         features.write_json(marker, stats)
         yield _stats_from_json(stats)
+
+
+class _RowGroups:
+    """Tables for a ``ParquetWriter``, written as one row group each time they reach ``ROW_GROUP_BYTES`` (and at ``flush``)."""
+
+    def __init__(self, writer: pq.ParquetWriter):
+        self._writer, self._pending, self._bytes = writer, [], 0
+
+    def add(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._bytes += table.nbytes
+        if self._bytes >= ROW_GROUP_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending))
+        self._pending, self._bytes = [], 0
 
 
 def _stats_from_json(stats: dict) -> dict:
