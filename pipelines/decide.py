@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from winnow.pipelines import dedup_cache, features, metrics, progress
 from winnow.pipelines.dedup_cache import DedupCache
 from winnow.pipelines.features import FeaturesTable
-from winnow.transforms import combined, deadletter, dedup, diversity, dsir, io, kmeans, quotas, schema, seeded, select, semdedup, tally, vectors
+from winnow.transforms import combined, deadletter, dedup, diversity, dsir, io, kmeans, quotas, schema, seeded, select, semdedup, tally
 from winnow.transforms.combined import CombinedConfig
 from winnow.transforms.diversity import DiversityConfig
 from winnow.transforms.minhash import MinHashConfig, band_keys
@@ -341,7 +341,7 @@ class _EmbeddingsFn(beam.DoFn):
     def process(self, element):
         unit, pool = element
         rows = self._table.read(unit, [features.EMBEDDING], pool.ordinals)
-        yield unit, pool.ordinals, pool.ids, pool.scores[features.CLUSTER].astype(np.int64), vectors.from_stored(rows.column(features.EMBEDDING))
+        yield unit, pool.ordinals, pool.ids, pool.scores[features.CLUSTER].astype(np.int64), features.embeddings_of(rows.column(features.EMBEDDING))
 
 
 def _cluster_partials(element):
@@ -576,7 +576,7 @@ class _FinishUnitFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput("values", (SCORE_COLUMNS[name], "selected", values[selected & ~np.isnan(values)]))
         if self._vectors:
             # float16 as stored: GramCombineFn converts a block of rows at a time
-            found = vectors.from_stored(layout.table.read(unit, [features.EMBEDDING]).column(features.EMBEDDING), vectors.STORED_DTYPE)
+            found = features.embeddings_of(layout.table.read(unit, [features.EMBEDDING]).column(features.EMBEDDING), features.EMBEDDING_DTYPE)
             for name, mask in (("all", pool | selected), ("selected", selected), ("random", baseline)):
                 if mask.any():
                     yield beam.pvalue.TaggedOutput("vectors", (name, found[mask]))
@@ -773,10 +773,8 @@ class _CandidateRowsFn(beam.DoFn):
     def process(self, element):
         unit, ordinals = element
         rows = self._table.read(unit, [features.ID, features.CLUSTER, features.LENGTH, features.EMBEDDING], ordinals)
-        stored = rows.column(features.EMBEDDING).combine_chunks()
-        found = stored.flatten().to_numpy(zero_copy_only=False).reshape(len(ordinals), stored.type.list_size)
         yield (unit, np.asarray(ordinals, np.int64), _ids(rows), rows.column(features.CLUSTER).to_numpy().astype(np.int64),
-               rows.column(features.LENGTH).to_numpy(), found)
+               rows.column(features.LENGTH).to_numpy(), features.embeddings_of(rows.column(features.EMBEDDING), features.EMBEDDING_DTYPE))
 
 
 def _gram_partial(element) -> np.ndarray:

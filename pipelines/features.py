@@ -18,7 +18,8 @@ or row), ``id`` (the input's id type), ``invalid_reason`` and ``raw`` (dead lett
 fixed_size_binary(4 num_perm) (little-endian uint32s; tables of earlier versions,
 fixed_size_list<uint32>[num_perm], are read as well), ``dsir_log_weight`` float64, ``dsir_target_log_weights``
 list<float64>, ``dsir_length`` int64 (DSIR's token length), ``zipfit_alignment`` float64,
-``embedding`` fixed_size_list<float16>[dim] (zeros where absent), ``cluster`` int32,
+``embedding`` fixed_size_binary(2 dim) (unit vectors as little-endian float16s, zeros where absent;
+earlier tables' fixed_size_list<float16>[dim] are read as well), ``cluster`` int32,
 ``cluster_distance`` float32.
 """
 
@@ -47,7 +48,10 @@ BAND_ROWS_KEY = b"winnow.band_rows"  # schema metadata of an index shard with ba
 DSIR_LOG_WEIGHT, DSIR_TARGET_LOG_WEIGHTS, DSIR_LENGTH = "dsir_log_weight", "dsir_target_log_weights", "dsir_length"
 ZIPFIT_ALIGNMENT = "zipfit_alignment"
 EMBEDDING, CLUSTER, CLUSTER_DISTANCE = "embedding", "cluster", "cluster_distance"
-HASH_COLUMNS = (EXACT_HASH, SIGNATURE, BAND_KEYS)  # random bits: a dictionary or zstd costs time and saves nothing
+EMBEDDING_DTYPE = np.dtype("<f2")  # how ``embedding_array`` stores a vector's coordinates
+# stored plain and uncompressed: hashes are random bits (a dictionary or zstd costs time and saves nothing), and zstd
+# saves 7% of float16 embeddings for 5x their decode time
+PLAIN_COLUMNS = (EXACT_HASH, SIGNATURE, BAND_KEYS, EMBEDDING)
 
 
 class FeaturesError(Exception):
@@ -79,13 +83,13 @@ def features_schema(id_type: str, columns: dict[str, pa.DataType]) -> pa.Schema:
 
 def parquet_options(schema: pa.Schema) -> dict:
     """``pq.write_table``/``ParquetWriter`` keywords for winnow's own tables: zstd and dictionaries for the string
-    columns, but the ``HASH_COLUMNS`` plain and uncompressed (an index shard: writes 5x, reads 1.5x faster, 7% larger).
+    columns, but the ``PLAIN_COLUMNS`` uncompressed (an index shard: writes 5x, reads 1.5x faster, 7% larger).
     Parquet names a list column's values ``<name>.list.element``: the codecs are keyed by that path."""
     def path(field: pa.Field) -> str:
         listed = pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type) or pa.types.is_large_list(field.type)
         return f"{field.name}.list.element" if listed else field.name
 
-    return {"compression": {path(field): "none" if field.name in HASH_COLUMNS else "zstd" for field in schema},
+    return {"compression": {path(field): "none" if field.name in PLAIN_COLUMNS else "zstd" for field in schema},
             "use_dictionary": [field.name for field in schema if pa.types.is_string(field.type)]}
 
 
@@ -234,12 +238,13 @@ def band_rows_tag(band_rows: tuple[int, int]) -> bytes:
     return "{},{}".format(*band_rows).encode()
 
 
-def fixed_lists_of(column, dtype) -> np.ndarray:
-    """A fixed_size_list column, or a fixed_size_binary one of little-endian rows (``fixed_rows_array``) -> (n, width) ``dtype``."""
+def fixed_lists_of(column, stored_dtype, dtype=None) -> np.ndarray:
+    """A fixed_size_binary column of little-endian ``stored_dtype`` rows (``fixed_rows_array``), or a fixed_size_list one -> (n, width) ``dtype`` (default ``stored_dtype``)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    dtype = stored_dtype if dtype is None else dtype
     if pa.types.is_fixed_size_binary(column.type):
-        item = np.dtype(dtype).newbyteorder("<")
+        item = np.dtype(stored_dtype).newbyteorder("<")
         width = column.type.byte_width // item.itemsize
         values = np.frombuffer(column.buffers()[1], dtype=item, count=width * len(column), offset=column.offset * column.type.byte_width)
         return values.astype(dtype).reshape(-1, width)
@@ -265,6 +270,19 @@ def signatures_of(column) -> np.ndarray:
 def signature_array(signatures: np.ndarray) -> pa.Array:
     """(n, P) uint32 signatures -> a fixed_size_binary(4 P) column (``fixed_rows_array``)."""
     return fixed_rows_array(np.asarray(signatures, np.uint32))
+
+
+def embedding_array(vectors: np.ndarray) -> pa.Array:
+    """(n, d) unit vectors -> a fixed_size_binary(2 d) column of float16 rows (``fixed_rows_array``).
+
+    float16: half the bytes; cosine similarities of unit vectors keep about three decimal digits.
+    """
+    return fixed_rows_array(np.asarray(vectors, EMBEDDING_DTYPE))
+
+
+def embeddings_of(column, dtype=np.float32) -> np.ndarray:
+    """An ``embedding`` column -> (n, d) ``dtype`` (``EMBEDDING_DTYPE`` converts nothing)."""
+    return fixed_lists_of(column, EMBEDDING_DTYPE, dtype)
 
 
 def hashes_of(column) -> np.ndarray:

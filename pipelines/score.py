@@ -74,7 +74,7 @@ class ScoreOptions:
         if self.zipfit is not None:
             columns[features.ZIPFIT_ALIGNMENT] = pa.float64()
         if self.embed is not None:
-            columns[features.EMBEDDING] = pa.list_(pa.float16(), embedding_width)
+            columns[features.EMBEDDING] = pa.binary(features.EMBEDDING_DTYPE.itemsize * embedding_width)  # features.embedding_array
             columns[features.CLUSTER] = pa.int32()
             columns[features.CLUSTER_DISTANCE] = pa.float32()
         return columns
@@ -147,7 +147,7 @@ class BatchScorer:
                     raw[rows[i]] = deadletter.raw_preview(json.dumps(batch.table.slice(i, 1).to_pylist()[0], default=str, ensure_ascii=False))
                     exits[tally.invalid_exit(reason)] = exits.get(tally.invalid_exit(reason), 0) + 1
             labels, distances = kmeans.assign_clusters(found, self._fit.centroids) if len(texts) else (np.zeros(0, np.int64), np.zeros(0))
-            columns[features.EMBEDDING] = vectors.to_stored(_spread(found, rows, n))
+            columns[features.EMBEDDING] = features.embedding_array(_spread(found, rows, n))
             columns[features.CLUSTER] = _column(labels.astype(np.int32), rows, n, usable)
             columns[features.CLUSTER_DISTANCE] = _column(distances.astype(np.float32), rows, n, usable)
         if self._dsir is not None:

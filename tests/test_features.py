@@ -62,9 +62,9 @@ def test_the_features_table_holds_one_complete_row_per_record(combined_run):
     assert manifest["scoring"]["minhash"]["num_perm"] == 128 and "threshold" not in manifest["scoring"]["minhash"]
     chunk = pq.ParquetFile(table.shard(0)).metadata.row_group(0)
     encodings = {chunk.column(i).path_in_schema.split(".")[0]: (chunk.column(i).compression, chunk.column(i).encodings) for i in range(chunk.num_columns)}
-    for name in (features.EXACT_HASH, features.SIGNATURE):  # random bits: neither a dictionary nor zstd
+    for name in (features.EXACT_HASH, features.SIGNATURE, features.EMBEDDING):  # random bits, float16 rows: neither a dictionary nor zstd
         assert encodings[name][0] == "UNCOMPRESSED" and "RLE_DICTIONARY" not in encodings[name][1]
-    for name in (features.ID, features.DSIR_LOG_WEIGHT, features.EMBEDDING):  # a list column too: keyed by its values' path
+    for name in (features.ID, features.DSIR_LOG_WEIGHT):
         assert encodings[name][0] == "ZSTD"
 
 
@@ -287,3 +287,36 @@ def test_fixed_rows_round_trip_both_column_layouts_and_a_sliced_column():
     for column in (stored, listed, pa.chunked_array([stored[:1], stored[1:]])):
         assert np.array_equal(features.fixed_lists_of(column, np.uint64), values)
     assert np.array_equal(features.fixed_lists_of(stored.slice(1, 2), np.uint64), values[1:3])  # the slice's offset is honoured
+
+
+def test_embeddings_are_stored_as_float16_rows_and_read_back_in_both_layouts():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 64))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    X[1] = X[0] + 0.05 * X[1]
+    X[1] /= np.linalg.norm(X[1])  # one close pair, cosine ~ 0.999
+    stored = features.embedding_array(X)
+    assert stored.type == pa.binary(2 * 64) and stored[2].as_py() == X[2].astype("<f2").tobytes()
+    back = features.embeddings_of(stored)
+    assert back.dtype == np.float32 and back.shape == (300, 64)
+    np.testing.assert_array_equal(back, X.astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(back, X, rtol=2.0**-11, atol=2.0**-25)  # float16 rounding: half a unit in 11 bits
+    assert np.abs(back.astype(np.float64) @ back.T - X @ X.T).max() < 1e-3  # about three decimals of cosine
+    listed = pa.FixedSizeListArray.from_arrays(pa.array(X.astype(np.float16).reshape(-1)), 64)  # earlier versions' layout
+    for column in (listed, pa.chunked_array([stored.slice(0, 50), stored.slice(50)])):
+        np.testing.assert_array_equal(features.embeddings_of(column), back)
+    half = features.embeddings_of(stored, features.EMBEDDING_DTYPE)  # as stored, no conversion
+    assert half.dtype == np.float16 and np.array_equal(half.astype(np.float32), back)
+    empty = features.embedding_array(np.zeros((0, 8)))
+    assert features.embeddings_of(empty).shape == (0, 8) and features.embeddings_of(pa.chunked_array([], type=empty.type)).shape == (0, 8)
+
+
+def test_parquet_options_key_a_list_columns_codec_by_its_values_path(tmp_path):
+    schema = pa.schema([(features.ID, pa.string()), (features.DSIR_TARGET_LOG_WEIGHTS, pa.list_(pa.float64())), (features.SIGNATURE, pa.binary(8))])
+    options = features.parquet_options(schema)
+    assert options == {"compression": {features.ID: "zstd", f"{features.DSIR_TARGET_LOG_WEIGHTS}.list.element": "zstd", features.SIGNATURE: "none"},
+                       "use_dictionary": [features.ID]}
+    pq.write_table(pa.table({features.ID: ["a"], features.DSIR_TARGET_LOG_WEIGHTS: [[0.5, 1.5]], features.SIGNATURE: [b"12345678"]}, schema=schema),
+                   tmp_path / "t.parquet", **options)
+    chunk = pq.ParquetFile(tmp_path / "t.parquet").metadata.row_group(0)
+    assert [chunk.column(i).compression for i in range(3)] == ["ZSTD", "ZSTD", "UNCOMPRESSED"]

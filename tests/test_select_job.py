@@ -365,8 +365,9 @@ def test_kmeans_quota_strategies_select_each_clusters_quota(kmeans_run, tmp_path
     table = features.FeaturesTable(str(kmeans_run / "features"))
     clusters, embeddings = [], []
     for unit in table.manifest()["units"]:
-        rows = table.read(unit["index"], [features.ID, features.CLUSTER, features.EMBEDDING]).to_pydict()
-        for doc_id, cluster, embedding in zip(rows[features.ID], rows[features.CLUSTER], rows[features.EMBEDDING]):
+        rows = table.read(unit["index"], [features.ID, features.CLUSTER, features.EMBEDDING])
+        stored = features.embeddings_of(rows.column(features.EMBEDDING))
+        for doc_id, cluster, embedding in zip(rows.column(features.ID).to_pylist(), rows.column(features.CLUSTER).to_pylist(), stored):
             if str(doc_id) in in_pool:
                 clusters.append(cluster)
                 embeddings.append(embedding)

@@ -1,11 +1,11 @@
-"""Tests for transforms/vectors.py: parsing embeddings with dead-letter reasons, unit rows, widths, float16 storage."""
+"""Tests for transforms/vectors.py: parsing embeddings with dead-letter reasons, unit rows, widths."""
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from winnow.transforms import deadletter, vectors
-from winnow.transforms.vectors import from_stored, mode_width, parse_embedding, to_stored, unit_rows, unit_vectors, width_of
+from winnow.transforms.vectors import mode_width, parse_embedding, unit_rows, unit_vectors, width_of
 
 
 # --- parse_embedding -----------------------------------------------------------------------
@@ -106,48 +106,3 @@ def test_width_of_a_usable_value_else_none():
     assert width_of(np.ones(4, "<f4").tobytes()) == 4
     assert width_of([0.0, 0.0]) is None  # unusable: zero norm
     assert width_of(None) is None and width_of("abc") is None
-
-
-# --- stored form ---------------------------------------------------------------------------
-
-
-def test_to_stored_is_a_fixed_size_list_of_float16():
-    stored = to_stored(np.array([[0.6, 0.8], [1.0, 0.0], [0.0, -1.0]], np.float32))
-    assert stored.type == pa.list_(pa.float16(), 2) and len(stored) == 3
-    assert stored.to_pylist() == [[float(np.float16(0.6)), float(np.float16(0.8))], [1.0, 0.0], [0.0, -1.0]]
-    assert vectors.STORED_DTYPE == np.dtype("<f2")
-
-
-def test_stored_round_trip_keeps_half_precision_and_reads_chunked_columns():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((200, 64))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    stored = to_stored(X)
-    back = from_stored(stored)
-    assert back.dtype == np.float32 and back.shape == (200, 64)
-    np.testing.assert_array_equal(back, X.astype(np.float16).astype(np.float32))
-    np.testing.assert_allclose(back, X, rtol=2.0**-11, atol=2.0**-25)  # float16 rounding: half a unit in 11 bits
-    chunked = pa.chunked_array([stored.slice(0, 50), stored.slice(50)])
-    np.testing.assert_array_equal(from_stored(chunked), back)
-    table = pa.table({"winnow_embedding": stored})  # a table's column is a ChunkedArray
-    np.testing.assert_array_equal(from_stored(table.column("winnow_embedding")), back)
-    half = from_stored(chunked, np.float16)  # as stored, no conversion
-    assert half.dtype == np.float16 and half.shape == (200, 64)
-    np.testing.assert_array_equal(half.astype(np.float32), back)
-
-
-def test_stored_cosine_similarities_keep_about_three_decimals():
-    rng = np.random.default_rng(1)
-    X = rng.standard_normal((300, 256))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    X[1] = X[0] + 0.05 * X[1]
-    X[1] /= np.linalg.norm(X[1])  # one close pair, cosine ~ 0.999
-    back = from_stored(to_stored(X)).astype(np.float64)
-    assert np.abs(back @ back.T - X @ X.T).max() < 1e-3
-
-
-def test_empty_stored_column():
-    stored = to_stored(np.zeros((0, 8), np.float32))
-    assert stored.type == pa.list_(pa.float16(), 8) and len(stored) == 0
-    assert from_stored(stored).shape == (0, 8)
-    assert from_stored(pa.chunked_array([], type=stored.type)).shape == (0, 8)

@@ -1,22 +1,19 @@
-"""Embedding vectors: parsing, checking, width, and the compact form they are stored in.
+"""Embedding vectors: parsing, checking, unit rows and widths.
 
 An embedding reaches winnow either from its own hashed tf-idf embedding (``embed.py``) or from an
 input field (``--embedding-field``): a list of numbers, or the bytes of float32 little-endian
 values. ``parse_embedding`` accepts both and says why a value is unusable, as a dead-letter reason
-(``deadletter.EMBEDDING_REASONS``). The features table stores unit vectors as fixed-size lists of
-``STORED_DTYPE`` (float16: half the bytes; cosine similarities of unit vectors keep about three
-decimal digits).
+(``deadletter.EMBEDDING_REASONS``). The features table keeps the unit vectors (``unit_vectors``)
+in its own compact form (``features.embedding_array``).
 """
 
 import json
 
 import numpy as np
-import pyarrow as pa
 
 from winnow.transforms import deadletter
 
 FLOAT32_LE = np.dtype("<f4")
-STORED_DTYPE = np.dtype("<f2")
 
 
 def parse_embedding(value, normalize: bool) -> tuple[np.ndarray | None, str | None]:
@@ -100,21 +97,3 @@ def width_of(value) -> int | None:
     """The width of a usable embedding value, None for an unusable one."""
     vector, _ = parse_embedding(value, normalize=True)
     return None if vector is None else vector.shape[0]
-
-
-def to_stored(vectors: np.ndarray) -> pa.Array:
-    """(n, d) vectors -> a fixed-size-list<float16>[d] Arrow array (the features table's column)."""
-    stored = np.ascontiguousarray(vectors, dtype=STORED_DTYPE)
-    return pa.FixedSizeListArray.from_arrays(pa.array(stored.reshape(-1)), stored.shape[1])
-
-
-def from_stored(column, dtype=np.float32) -> np.ndarray:
-    """A stored embedding column (``to_stored``; a ChunkedArray is fine) -> (n, d) ``dtype``.
-
-    ``dtype=STORED_DTYPE`` converts nothing: for a consumer that converts block by block itself.
-    """
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    width = column.type.list_size
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    return values.astype(dtype, copy=False).reshape(-1, width)
