@@ -84,6 +84,22 @@ def limit_malloc_arenas() -> bool:
         return False
 
 
+def use_system_arrow_pool() -> bool:
+    """Allocate Arrow's buffers with malloc here and in worker subprocesses, unless ``ARROW_DEFAULT_MEMORY_POOL`` is set.
+
+    pyarrow's default pool, mimalloc, keeps the pages of the buffers it freed; glibc's heap hands them back
+    (``start_malloc_trimmer``). A 1M-document decide pass peaked at 1,406 MB with mimalloc and 1,253 MB with
+    malloc, in 67 s against 65 s. True when this process's pool was changed.
+    """
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        return False
+    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"  # read when pyarrow is imported, as in subprocess SDK workers
+    import pyarrow
+
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())  # this process may have imported pyarrow already
+    return True
+
+
 MALLOC_TRIM_INTERVAL_S = 1.0
 _trimmer: threading.Thread | None = None
 
@@ -124,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(debug)
     enable_crash_tracebacks()
     limit_malloc_arenas()
+    use_system_arrow_pool()
     start_malloc_trimmer()
     from winnow.pipelines import dedup_job, options, runner, select_job, vendi_job
     from winnow.transforms import io

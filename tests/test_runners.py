@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, TypeOptions
@@ -290,6 +291,23 @@ def test_cli_caps_malloc_arenas_unless_the_user_chose_a_number(monkeypatch):
     assert os.environ["MALLOC_ARENA_MAX"] == str(cli.MALLOC_ARENAS)  # and subprocess workers inherit it
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert not cli.limit_malloc_arenas() and os.environ["MALLOC_ARENA_MAX"] == "4"
+
+
+def test_cli_allocates_arrow_buffers_with_malloc_unless_the_user_chose_a_pool(monkeypatch):
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    original = pa.default_memory_pool()
+    try:
+        pa.set_memory_pool(pa.mimalloc_memory_pool())  # the default of pyarrow's wheels
+        assert cli.use_system_arrow_pool()
+        assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "system"  # subprocess workers inherit it
+        before = pa.system_memory_pool().bytes_allocated()
+        column = pa.array(range(100_000))  # allocated from the new default
+        assert pa.default_memory_pool().backend_name == "system" and pa.system_memory_pool().bytes_allocated() >= before + column.nbytes
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")  # the user's choice stands
+        assert not cli.use_system_arrow_pool() and pa.default_memory_pool().backend_name == "mimalloc"
+    finally:
+        pa.set_memory_pool(original)
 
 
 def test_cli_trims_the_malloc_heap_from_one_daemon_thread():
