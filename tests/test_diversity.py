@@ -8,6 +8,7 @@ import pytest
 
 from winnow.transforms.vectors import unit_rows
 from winnow.transforms.diversity import (
+    FOLD_PICKS,
     GAIN_DECIMALS,
     GRAM_BITS,
     DiversityConfig,
@@ -70,6 +71,24 @@ def test_greedy_picks_the_largest_logdet_increase():
         assert gain == pytest.approx(increases[pick], abs=1e-8)
         chosen.append(int(pick))
     assert np.all(np.diff(gains) <= 1e-9)  # submodular: gains never increase
+
+
+def test_greedy_past_several_folds_of_its_updates_matches_brute_force_with_a_background():
+    rng = np.random.default_rng(5)
+    rows = unit_rows(rng.standard_normal((3 * FOLD_PICKS, 5)))
+    rows[1::9] = rows[::9][: len(rows[1::9])]  # exact copies: ties to break by index
+    other = rng.standard_normal((10, 5))
+    background = other.T @ other
+    n_picks = 2 * FOLD_PICKS + 7  # two folds and a partial block
+    picks, gains = greedy_logdet(rows, n_picks, ridge=0.7, background=background)
+    chosen: list[int] = []
+    for pick, gain in zip(picks, gains):
+        before = _logdet(rows[chosen], 0.7, background)
+        increases = {i: _logdet(rows[chosen + [i]], 0.7, background) - before for i in range(len(rows)) if i not in chosen}
+        best = round(max(increases.values()), GAIN_DECIMALS)
+        assert pick == min(i for i, v in increases.items() if round(v, GAIN_DECIMALS) == best)
+        assert gain == pytest.approx(increases[pick], abs=1e-8)
+        chosen.append(int(pick))
 
 
 def test_greedy_pick_raises_vendi_most():
