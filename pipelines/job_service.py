@@ -26,6 +26,7 @@ def main(argv: list[str]) -> int:
         print(f"winnow.pipelines.job_service: error: {BACKGROUND_FLAG} not supported; run it in the foreground or with &", file=sys.stderr)
         return 2
     runner.disable_timed_data_flushes()
+    runner.release_idle_bundle_processors()
     local_job_service_main.run([local_job_service_main.__file__, *argv])
     return 0
 

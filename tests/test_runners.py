@@ -31,12 +31,14 @@ import sys
 import threading
 import time
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, TypeOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
-from apache_beam.runners.worker import data_plane
+from apache_beam.runners.worker import data_plane, sdk_worker
+from apache_beam.testing.util import assert_that, equal_to
 
 from examples import make_demo_corpus
 from tests.conftest import clean_env
@@ -241,6 +243,33 @@ def test_local_runner_streams_have_no_timer(monkeypatch):
     stream = data_plane.ClosableOutputStream.create(None, None, worker_handlers.DATA_BUFFER_TIME_LIMIT_MS)
     assert isinstance(stream, data_plane.SizeBasedBufferingClosableOutputStream)
     assert not isinstance(stream, data_plane.TimeBasedBufferingClosableOutputStream)
+
+
+_FIRST_STAGE_TORN_DOWN = threading.Event()
+IDLE_SHUTDOWN_TIMEOUT_S = 30  # far below Beam's 60 s, far above winnow's 1 s plus the check's period
+
+
+class _MarksTeardown(beam.DoFn):
+    def process(self, element):
+        yield element
+
+    def teardown(self):
+        _FIRST_STAGE_TORN_DOWN.set()
+
+
+def _after_the_first_stage_is_torn_down(element):
+    return element, _FIRST_STAGE_TORN_DOWN.wait(IDLE_SHUTDOWN_TIMEOUT_S)
+
+
+def test_local_runner_shuts_a_finished_stages_processor_down_while_the_pipeline_runs(monkeypatch):
+    """A stage's cached bundle processor (and the memory of its last bundle) goes once idle, not after Beam's 60 s."""
+    monkeypatch.setattr(sdk_worker, "DEFAULT_BUNDLE_PROCESSOR_CACHE_SHUTDOWN_THRESHOLD_S", 60)  # Beam's value
+    _FIRST_STAGE_TORN_DOWN.clear()
+    with runner.make_pipeline([]) as pipeline:
+        assert sdk_worker.DEFAULT_BUNDLE_PROCESSOR_CACHE_SHUTDOWN_THRESHOLD_S == runner.BUNDLE_PROCESSOR_IDLE_S
+        seen = (pipeline | beam.Create([1, 2]) | "First" >> beam.ParDo(_MarksTeardown()) | beam.Reshuffle()
+                | "Second" >> beam.Map(_after_the_first_stage_is_torn_down))
+        assert_that(seen, equal_to([(1, True), (2, True)]))
 
 
 def test_pipelines_skip_beams_type_check_unless_the_flags_ask_for_it():
