@@ -65,7 +65,7 @@ class ScoreOptions:
         """The scoring columns of the features shards (``features.py``)."""
         columns = {features.EXACT_HASH: pa.binary(16)}
         if self.minhash is not None:
-            columns[features.SIGNATURE] = pa.binary(4 * self.minhash.num_perm)  # features.signature_array
+            columns[features.SIGNATURE] = features.fixed_rows_type(np.uint32, self.minhash.num_perm)  # features.signature_array
         if self.dsir is not None:
             columns[features.DSIR_LOG_WEIGHT] = pa.float64()
             if self.dsir.separate_targets:
@@ -74,7 +74,7 @@ class ScoreOptions:
         if self.zipfit is not None:
             columns[features.ZIPFIT_ALIGNMENT] = pa.float64()
         if self.embed is not None:
-            columns[features.EMBEDDING] = pa.binary(features.EMBEDDING_DTYPE.itemsize * embedding_width)  # features.embedding_array
+            columns[features.EMBEDDING] = features.fixed_rows_type(features.EMBEDDING_DTYPE, embedding_width)  # features.embedding_array
             columns[features.CLUSTER] = pa.int32()
             columns[features.CLUSTER_DISTANCE] = pa.float32()
         return columns
