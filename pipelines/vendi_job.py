@@ -10,6 +10,7 @@ Records that cannot be read or embedded are counted and reported on stderr, neve
 
 import argparse
 import math
+import shutil
 import tempfile
 
 import apache_beam as beam
@@ -102,8 +103,8 @@ def main(argv: list[str]) -> int:
         raise options.UsageError(f"--embedding-field {config.embedding_field}: no such field in the first records of {probes[0].path} "
                                  f"(fields: {', '.join(probes[0].fields)})")
     units = io.plan_units(files, read)
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="winnow-vendi-")
-    path = FileSystems.join(work_dir, STATS)
+    own_dir = None if args.work_dir else tempfile.mkdtemp(prefix="winnow-vendi-")  # removed after the run
+    path = FileSystems.join(args.work_dir or own_dir, STATS)
     pipeline = runner.make_pipeline(beam_flags)
     listed = pipeline | "ListUnits" >> beam.Create(units) | "SpreadUnits" >> beam.Reshuffle()
     first = listed | "ReadForFit" >> beam.ParDo(_ReadFn(read, ids, config.embedding_field)).with_outputs("invalid", main="batches")
@@ -128,9 +129,13 @@ def main(argv: list[str]) -> int:
     _ = gram | "WriteResult" >> beam.Map(
         lambda gram_n, invalid_, q: features.write_json(path, {"vendi": vendi.vendi_stats(*gram_n, q=q), "invalid": invalid_}),
         beam.pvalue.AsSingleton(invalid), args.q)
-    runner.run(pipeline)
-    result = features.read_json(path)
-    FileSystems.delete([path])
+    try:
+        runner.run(pipeline)
+        result = features.read_json(path)
+        FileSystems.delete([path])
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
     stats = result["vendi"]
     runner.LOG.info("vendi: %d embeddings of dimension %s; invalid or without an embedding: %s; profile %s",
                     stats["n_vectors"], stats["dim"], result["invalid"] or "none", stats["profile"])

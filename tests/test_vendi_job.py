@@ -1,6 +1,7 @@
 """``winnow vendi``: the printed score on constructed data and on the demo corpus."""
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -13,11 +14,15 @@ def _write(path, vectors):
 
 
 @pytest.mark.parametrize("q", ["1", "0.5", "2", "inf"])
-def test_orthogonal_embeddings_score_n_for_every_order(tmp_path, capsys, q):
+def test_orthogonal_embeddings_score_n_for_every_order(tmp_path, capsys, monkeypatch, q):
     path = tmp_path / "orthogonal.jsonl"
     _write(path, np.eye(6)[:5] * 3.0)  # 5 orthogonal vectors, not unit length: cosine kernel normalizes
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     assert cli.main(["vendi", "--input", str(path), "--embedding-field", "emb", "--q", q]) == 0
     assert float(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx(5.0, rel=1e-9)
+    assert not list(scratch.glob("winnow-vendi-*"))  # its result folder is removed
 
 
 def test_identical_embeddings_score_one_and_bad_ones_are_counted(tmp_path, capsys):
