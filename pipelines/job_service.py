@@ -27,6 +27,7 @@ def main(argv: list[str]) -> int:
         return 2
     runner.disable_timed_data_flushes()
     runner.release_idle_bundle_processors()
+    runner.memoize_dofn_specs()
     local_job_service_main.run([local_job_service_main.__file__, *argv])
     return 0
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import types
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -19,6 +20,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, PortableOptions, StandardOptions, TypeOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 from apache_beam.runners.worker import sdk_worker
+from apache_beam.transforms import userstate
 
 from winnow.pipelines.options import UsageError
 from winnow.transforms import io
@@ -38,8 +40,8 @@ def make_pipeline(beam_flags: list[str]) -> beam.Pipeline:
 
     Beam's pipeline type check is off unless the flags set it (``--pipeline_type_check``). Turns
     Beam's timed data flushes off for every ``FnApiRunner`` of this process
-    (``disable_timed_data_flushes``), whatever the runner: a process-wide Beam setting, as is
-    ``release_idle_bundle_processors``.
+    (``disable_timed_data_flushes``), whatever the runner: a process-wide Beam setting, as are
+    ``release_idle_bundle_processors`` and ``memoize_dofn_specs``.
 
     Raises:
         UsageError: the flags turn timed data flushes on in Beam's Python workers
@@ -54,6 +56,7 @@ def make_pipeline(beam_flags: list[str]) -> beam.Pipeline:
         options.view_as(TypeOptions).pipeline_type_check = False
     disable_timed_data_flushes()
     release_idle_bundle_processors()
+    memoize_dofn_specs()
     runner = FnApiRunner() if options.view_as(StandardOptions).runner in LOCAL_RUNNERS else None
     return beam.Pipeline(runner=runner, options=options)
 
@@ -128,6 +131,30 @@ def release_idle_bundle_processors() -> bool:
         return False
     sdk_worker.DEFAULT_BUNDLE_PROCESSOR_CACHE_SHUTDOWN_THRESHOLD_S = BUNDLE_PROCESSOR_IDLE_S
     return True
+
+
+def memoize_dofn_specs() -> None:
+    """Make Beam's ``userstate.get_dofn_specs`` (a DoFn's state and timer specs) compute once per DoFn type and methods in this process.
+
+    Beam reads the signature of every method of a DoFn (about thirty) each time it asks, and asks
+    several times per step whenever a stage's bundle processor is built: on the local runner,
+    where a pass's stages each build one, a pass spent most of a second there. The specs are the
+    defaults of the methods' parameters, so the methods' functions key the cache; a DoFn whose
+    methods differ (another class, or an instance's own bound method) gets its own entry.
+    """
+    if getattr(userstate.get_dofn_specs, "memoized", False):
+        return
+    compute, known = userstate.get_dofn_specs, {}
+
+    def get_dofn_specs(dofn):
+        key = (type(dofn), *((name, method.__func__) for name in dir(dofn)
+                             if isinstance(method := getattr(dofn, name, None), types.MethodType)))
+        if key not in known:
+            known[key] = compute(dofn)
+        return known[key]
+
+    get_dofn_specs.memoized = True
+    userstate.get_dofn_specs = get_dofn_specs
 
 
 # Every entry winnow makes in an output directory (``--overwrite`` clears exactly these).

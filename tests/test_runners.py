@@ -38,6 +38,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, TypeOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker import data_plane, sdk_worker
+from apache_beam.transforms import userstate
 from apache_beam.testing.util import assert_that, equal_to
 
 from examples import make_demo_corpus
@@ -270,6 +271,44 @@ def test_local_runner_shuts_a_finished_stages_processor_down_while_the_pipeline_
         seen = (pipeline | beam.Create([1, 2]) | "First" >> beam.ParDo(_MarksTeardown()) | beam.Reshuffle()
                 | "Second" >> beam.Map(_after_the_first_stage_is_torn_down))
         assert_that(seen, equal_to([(1, True), (2, True)]))
+
+
+class _Counts(beam.DoFn):
+    """A stateful DoFn: a running count per key."""
+
+    COUNT = userstate.CombiningValueStateSpec("count", sum)
+
+    def process(self, element, count=beam.DoFn.StateParam(COUNT)):
+        count.add(1)
+        yield element[0], count.read()
+
+
+class _Timed(beam.DoFn):
+    EXPIRY = userstate.TimerSpec("expiry", beam.TimeDomain.WATERMARK)
+
+    def process(self, element, timer=beam.DoFn.TimerParam(EXPIRY)):
+        yield element
+
+
+def test_dofn_specs_are_computed_once_per_dofn_type_and_stay_right(monkeypatch):
+    computed = []
+
+    def counting(dofn):
+        computed.append(type(dofn).__name__)
+        return original(dofn)
+
+    original = userstate.get_dofn_specs
+    monkeypatch.setattr(userstate, "get_dofn_specs", counting)
+    runner.memoize_dofn_specs()
+    runner.memoize_dofn_specs()  # a second call wraps nothing again
+    for _ in range(3):
+        assert userstate.get_dofn_specs(_Counts()) == ({_Counts.COUNT}, set())
+        assert userstate.get_dofn_specs(_Timed()) == (set(), {_Timed.EXPIRY})
+        assert not userstate.is_stateful_dofn(_MarksTeardown())
+    assert sorted(computed) == ["_Counts", "_MarksTeardown", "_Timed"]
+    with runner.make_pipeline([]) as pipeline:  # state still works: each key counts its own elements
+        counted = pipeline | beam.Create([("a", 1), ("b", 2), ("a", 3)]) | beam.ParDo(_Counts())
+        assert_that(counted, equal_to([("a", 1), ("a", 2), ("b", 1)]))
 
 
 def test_pipelines_skip_beams_type_check_unless_the_flags_ask_for_it():
