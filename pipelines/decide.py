@@ -135,6 +135,8 @@ class Layout:
         index_units: dedup index units -> their shard paths.
         progress: the progress folder, or None.
         dedup_cache: the features table's saved dedup decisions this run reads or writes, or None.
+        saved_pool: the statistics of this run's pool saved beside those decisions
+            (``dedup_cache.saved_pool``), or None.
     """
 
     table: FeaturesTable
@@ -152,6 +154,7 @@ class Layout:
     index_units: dict = dataclasses.field(default_factory=dict)
     progress: str | None = None
     dedup_cache: DedupCache | None = None
+    saved_pool: dict | None = None
 
     def part(self, kind: str, unit: int, suffix: str) -> str:
         return FileSystems.join(self.output, kind, f"part-{unit:05d}{suffix}")
@@ -504,11 +507,13 @@ class _FinishUnitFn(beam.DoFn):
     Outputs: main ``Chosen``; ``counts``: {outcome or invalid_<reason>: records}; ``values``:
     (score, "all" | "selected", (n,) values); ``vectors``: ("all" | "selected" | "random", (n, d));
     ``samples``: (outcome, (key, unit, ordinal)) candidates for the report's sample documents.
+    With ``pool_saved``, the "all" subset's statistics are saved ones: no "all" values or vectors.
     """
 
-    def __init__(self, layout: Layout, options: DecideOptions, score_columns: list[str], plotted: list[str], vectors_wanted: bool):
+    def __init__(self, layout: Layout, options: DecideOptions, score_columns: list[str], plotted: list[str], vectors_wanted: bool,
+                 pool_saved: bool):
         self._layout, self._options, self._score_columns = layout, options, score_columns
-        self._plotted, self._vectors = plotted, vectors_wanted
+        self._plotted, self._vectors, self._subsets = plotted, vectors_wanted, ("selected",) if pool_saved else (metrics.ALL, "selected")
 
     def setup(self):
         self._exits = tally.Exits(NAMESPACE)
@@ -569,17 +574,17 @@ class _FinishUnitFn(beam.DoFn):
         if options.rounds > 1:
             chosen[schema.DSIR_TARGET] = pa.array(round_of[selected].tolist(), pa.int32())
         yield Chosen(unit, np.flatnonzero(selected), chosen, np.flatnonzero(baseline))
+        masks = {metrics.ALL: pool | selected, "selected": selected, "random": baseline}
         for name in self._plotted:
             values = rows.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-            ever = pool | selected
-            yield beam.pvalue.TaggedOutput("values", (SCORE_COLUMNS[name], "all", values[ever & ~np.isnan(values)]))
-            yield beam.pvalue.TaggedOutput("values", (SCORE_COLUMNS[name], "selected", values[selected & ~np.isnan(values)]))
+            for subset in self._subsets:
+                yield beam.pvalue.TaggedOutput("values", (SCORE_COLUMNS[name], subset, values[masks[subset] & ~np.isnan(values)]))
         if self._vectors:
             # float16 as stored: GramCombineFn converts a block of rows at a time
             found = features.embeddings_of(layout.table.read(unit, [features.EMBEDDING]).column(features.EMBEDDING), features.EMBEDDING_DTYPE)
-            for name, mask in (("all", pool | selected), ("selected", selected), ("random", baseline)):
-                if mask.any():
-                    yield beam.pvalue.TaggedOutput("vectors", (name, found[mask]))
+            for name in (*self._subsets, "random"):
+                if masks[name].any():
+                    yield beam.pvalue.TaggedOutput("vectors", (name, found[masks[name]]))
         ids = _ids(rows)
         outcome = np.where(selected, "selected", drop_reason)
         keys = seeded.row_keys(options.seed, f"report:{unit}", np.arange(n))
@@ -973,6 +978,13 @@ def _dedup(pipeline, units, keyed, options: DecideOptions, layout: Layout) -> tu
     return streams, stats
 
 
+def _usable_pool_stats(saved: dict | None, plotted: list[str], vectors_wanted: bool) -> dict | None:
+    """The saved pool statistics if they hold every plotted score's (and, when wanted, the Vendi stats), else None."""
+    if saved is None or not set(plotted) <= set(saved["scores"]) or (vectors_wanted and "vendi" not in saved):
+        return None
+    return {"scores": {name: saved["scores"][name] for name in plotted}, "vendi": saved.get("vendi")}
+
+
 def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout, complexity_neighbors: int = kmeans.COMPLEXITY_NEIGHBORS
                  ) -> dict[str, beam.PCollection]:
     """Add the decide and write passes to ``pipeline``; returns the run's stats as singleton PCollections."""
@@ -1034,6 +1046,7 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
         streams[f"selected{t}"] = selected
     plotted = [name for name in PLOTTED if name in score_columns]
     vectors_wanted = options.clusters and features.EMBEDDING in layout.table_columns
+    saved = _usable_pool_stats(layout.saved_pool, [SCORE_COLUMNS[name] for name in plotted], vectors_wanted)
     kl_wanted = layout.dsir is not None and options.runs_dsir
     if vectors_wanted or kl_wanted:  # the random baseline is the report's Vendi and KL reference, nothing else's
         streams["baseline"] = (
@@ -1058,7 +1071,7 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
     cluster_members = pipeline | "ClusterSeed" >> beam.Create([None]) | "ClusterMembers" >> beam.Map(
         _cluster_members, **{kind: beam.pvalue.AsSingleton(value) for kind, value in groups.items()})
     finished = _join(keyed, streams, "JoinDecisions") | "FinishUnits" >> beam.ParDo(
-        _FinishUnitFn(layout, options, score_columns, plotted, vectors_wanted), beam.pvalue.AsSingleton(duplicate),
+        _FinishUnitFn(layout, options, score_columns, plotted, vectors_wanted, saved is not None), beam.pvalue.AsSingleton(duplicate),
         beam.pvalue.AsSingleton(cluster_members)).with_outputs("counts", "values", "vectors", "samples", "index_rows", main="chosen")
     samples = (
         finished.samples
@@ -1074,9 +1087,9 @@ def build_decide(pipeline: beam.Pipeline, options: DecideOptions, layout: Layout
     stats["samples"] = written | "Openings" >> beam.Map(lambda s: s["openings"]) | "MergeOpenings" >> beam.CombineGlobally(_merge_dicts) | "Samples" >> beam.Map(
         _sample_documents, beam.pvalue.AsSingleton(samples))
     if plotted:
-        stats["score_distributions"] = metrics.score_distributions(finished.values)
+        stats["score_distributions"] = metrics.score_distributions(finished.values, saved and saved["scores"])
     if vectors_wanted:
-        stats["vendi"] = metrics.vendi_scores(finished.vectors)
+        stats["vendi"] = metrics.vendi_scores(finished.vectors, saved and saved["vendi"])
     if kl_wanted:
         stats["dsir_kl"] = metrics.kl_reduction(written, layout.dsir.target_counts, layout.dsir.raw_counts)
     return stats

@@ -8,6 +8,12 @@ components and the id check (the saved decisions exist only if that check passed
 
     dedup-<key>/unit-00000.pkl   the unit's decisions, one tuple of arrays per dedup step (``merge_streams``)
     dedup-<key>/stats.json       the dedup stats of the report; written last, it marks the set complete
+    dedup-<key>/pool-<pool>.json the report's statistics of the eligible pool (``metrics.pool_part``:
+                                 score quantiles and histogram, Vendi), ``pool`` = ``pool_key``
+
+The pool (the report's "all" subset) is what dedup leaves after the other rules that do not
+depend on the selection (DSIR's too-short rule, SemDeDup); its statistics cost a re-selection
+about as much as its selection, so the table's own run saves them too.
 
 Runs with ``--against`` neither save nor reuse decisions: the indexes they read can change.
 """
@@ -20,7 +26,7 @@ import pickle
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from winnow.pipelines import features
+from winnow.pipelines import features, metrics
 from winnow.pipelines.features import FeaturesTable
 from winnow.transforms import dedup
 from winnow.transforms.minhash import MinHashConfig
@@ -44,11 +50,21 @@ class DedupCache:
     def stats_path(self) -> str:
         return FileSystems.join(self.root, "stats.json")
 
+    def pool_path(self, key: str) -> str:
+        return FileSystems.join(self.root, f"pool-{key}.json")
+
 
 def cache_key(steps: str, minhash: MinHashConfig) -> str:
     """A short hash of the options dedup decisions depend on (the steps, the MinHash config, the format)."""
     options = {"version": VERSION, "dedup": steps, "minhash": dataclasses.asdict(minhash) if "minhash" in steps else None}
     return hashlib.sha256(json.dumps(options, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def pool_key(min_tokens: int | None, semdedup) -> str:
+    """A short hash of what makes the eligible pool beside the dedup decisions: the too-short rule's
+    ``min_tokens`` (None when it does not apply) and the SemDeDup config (or None)."""
+    pool = {"min_tokens": min_tokens, "semdedup": dataclasses.asdict(semdedup) if semdedup is not None else None}
+    return hashlib.sha256(json.dumps(pool, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
 def dedup_cache(table: FeaturesTable, steps: str, minhash: MinHashConfig, against: tuple, owns_table: bool) -> DedupCache | None:
@@ -84,6 +100,20 @@ def merged_outputs(element):
 def publish(cache: DedupCache, stats: dict) -> None:
     """Write the stats file that completes a written set (after the pass that wrote its units succeeded)."""
     features.write_json(cache.stats_path, {name: stats[name] for name in STATS if name in stats})
+
+
+def saved_pool(cache: DedupCache | None, key: str) -> dict | None:
+    """The pool statistics saved under ``key`` (``publish_pool``) when this run reads the decisions, else None."""
+    if cache is None or not cache.reuse or not features.exists(cache.pool_path(key)):
+        return None
+    return features.read_json(cache.pool_path(key))
+
+
+def publish_pool(cache: DedupCache, key: str, stats: dict) -> None:
+    """Save a run's statistics of its pool (``metrics.pool_part`` of its stats) under ``key``, if it has any."""
+    part = metrics.pool_part(stats)
+    if part["scores"] or "vendi" in part:
+        features.write_json(cache.pool_path(key), part)
 
 
 class _SaveUnitFn(beam.DoFn):

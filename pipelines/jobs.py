@@ -322,7 +322,8 @@ def run(job, argv: list[str], beam_flags: list[str], args) -> dict:
         cache = dedup_cache.dedup_cache(table, job.deciding.dedup, job.deciding.minhash, job.deciding.against, owns_table=not reselect)
         if cache is not None and cache.reuse:
             LOG.info("dedup: reusing the decisions saved in %s (same dedup options)", cache.root)
-        layout = dataclasses.replace(layout, dedup_cache=cache)
+        pool_key = dedup_cache.pool_key(job.deciding.min_tokens if job.deciding.runs_dsir else None, job.deciding.semdedup)
+        layout = dataclasses.replace(layout, dedup_cache=cache, saved_pool=dedup_cache.saved_pool(cache, pool_key))
         if job.dedup_index:
             prefix = dedup_index.prepare_output(job.dedup_index, index_options)
             job = dataclasses.replace(job, deciding=dataclasses.replace(job.deciding, index_shards=FileSystems.join(job.dedup_index, prefix)))
@@ -336,6 +337,8 @@ def run(job, argv: list[str], beam_flags: list[str], args) -> dict:
         FileSystems.delete([stats_path])
         if cache is not None and not cache.reuse:
             dedup_cache.publish(cache, stats)
+        if cache is not None and not reselect and layout.saved_pool is None:  # the table's own run saves its pool's statistics
+            dedup_cache.publish_pool(cache, pool_key, stats)
         if job.dedup_index:
             dedup_index.publish(job.dedup_index, index_options, prefix, {int(k): v for k, v in stats.pop("index_rows").items()})
         _remove_write_markers(job.output)

@@ -17,6 +17,7 @@ import numpy as np
 
 from winnow.transforms import dsir, tally, vendi
 
+ALL = "all"  # the subset of every eligible record (the pool)
 N_QUANTILES = 21
 HISTOGRAM_BINS = 30
 ROBUST_RANGE = (0.01, 0.99)
@@ -42,7 +43,7 @@ def bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
 
 
 def _edges_of(quantiles: dict) -> dict:
-    return {name: histogram_edges(by_subset["all"]) for name, by_subset in quantiles.items() if by_subset.get("all")}
+    return {name: histogram_edges(by_subset[ALL]) for name, by_subset in quantiles.items() if by_subset.get(ALL)}
 
 
 def _binned(element, edges: dict):
@@ -63,10 +64,17 @@ def _distributions(quantiles: dict, counts: dict, edges: dict) -> dict:
     return out
 
 
-def score_distributions(values: beam.PCollection) -> beam.PCollection:
-    """``(score, subset, (n,) values)`` partials -> ``{score: {"quantiles": {subset: [21]}, "histogram": {...}}}``."""
+def score_distributions(values: beam.PCollection, saved_pool: dict | None = None) -> beam.PCollection:
+    """``(score, subset, (n,) values)`` partials -> ``{score: {"quantiles": {subset: [21]}, "histogram": {...}}}``.
+
+    ``saved_pool``: ``{score: pool_part's entry}``, the "all" subset of an earlier run over the same
+    pool; its quantiles and bins stand in for that subset, which ``values`` then does not carry.
+    """
     keyed = values | "KeyValues" >> beam.Map(lambda element: ((element[0], element[1]), element[2].tolist()))
     quantiles = keyed | "Quantiles" >> beam.ApproximateQuantiles.PerKey(N_QUANTILES, input_batched=True) | "QuantilesDict" >> beam.combiners.ToDict()
+    if saved_pool:
+        quantiles = quantiles | "SavedQuantiles" >> beam.Map(
+            lambda q: {**q, **{(name, ALL): saved["quantiles"] for name, saved in saved_pool.items()}})
     by_score = quantiles | "QuantilesByScore" >> beam.Map(lambda q: _by_score(q))
     edges = by_score | "HistogramEdges" >> beam.Map(_edges_of)
     counts = (
@@ -75,7 +83,24 @@ def score_distributions(values: beam.PCollection) -> beam.PCollection:
         | "SumBins" >> beam.CombinePerKey(lambda parts: np.sum(list(parts), axis=0))
         | "BinsDict" >> beam.combiners.ToDict()
     )
+    if saved_pool:
+        counts = counts | "SavedBins" >> beam.Map(
+            lambda c: {**c, **{(name, ALL): np.array([saved["underflow"], *saved["counts"], saved["overflow"]]) for name, saved in saved_pool.items()}})
     return quantiles | "Distributions" >> beam.Map(_distributions, beam.pvalue.AsSingleton(counts), beam.pvalue.AsSingleton(edges))
+
+
+def pool_part(stats: dict) -> dict:
+    """The statistics of a run's "all" subset (its eligible pool), as ``score_distributions`` and
+    ``vendi_scores`` take them back: ``{"scores": {score: {"quantiles", "underflow", "overflow", "counts"}},
+    "vendi": the pool's Vendi stats (when computed)}``."""
+    scores = {}
+    for name, distribution in stats.get("score_distributions", {}).items():
+        histogram = distribution["histogram"]
+        if ALL in distribution["quantiles"] and ALL in histogram["counts"]:
+            scores[name] = {"quantiles": distribution["quantiles"][ALL], "underflow": histogram["underflow"][ALL],
+                            "overflow": histogram["overflow"][ALL], "counts": histogram["counts"][ALL]}
+    vendi_all = stats.get("vendi", {}).get(ALL)
+    return {"scores": scores, **({"vendi": vendi_all} if vendi_all is not None else {})}
 
 
 def _by_score(quantiles: dict) -> dict:
@@ -85,14 +110,21 @@ def _by_score(quantiles: dict) -> dict:
     return out
 
 
-def vendi_scores(vectors: beam.PCollection) -> beam.PCollection:
-    """``(subset, (n, d) vectors)`` partials -> ``{subset: vendi.vendi_stats}`` (q = 1, cosine kernel)."""
-    return (
+def vendi_scores(vectors: beam.PCollection, saved_pool: dict | None = None) -> beam.PCollection:
+    """``(subset, (n, d) vectors)`` partials -> ``{subset: vendi.vendi_stats}`` (q = 1, cosine kernel).
+
+    ``saved_pool``: the "all" subset's stats from an earlier run over the same pool (``pool_part``),
+    used instead of its vectors, which ``vectors`` then does not carry.
+    """
+    scores = (
         vectors
         | "GramPerSubset" >> beam.CombinePerKey(vendi.GramCombineFn())
         | "VendiStats" >> beam.MapTuple(lambda subset, gram_n: (subset, vendi.vendi_stats(*gram_n)))
         | "VendiDict" >> beam.combiners.ToDict()
     )
+    if saved_pool is None:
+        return scores
+    return scores | "SavedVendi" >> beam.Map(lambda computed: {**computed, ALL: saved_pool})
 
 
 def kl_reduction(write_stats: beam.PCollection, target_counts: np.ndarray, raw_counts: np.ndarray) -> beam.PCollection:

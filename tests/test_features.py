@@ -99,6 +99,10 @@ def test_reselection_from_the_features_table_equals_a_full_run(combined_run, tmp
     assert _run(*options, *extra, "--num-select", "77", "--features", str(output / "features"), "--output", str(again)) == 0
     assert _ids(again) == _ids(full) and len(_ids(full)) == 77
     assert _scores(again) == _scores(full)
+    again_metrics, full_metrics = _report(again)["metrics"], _report(full)["metrics"]
+    assert again_metrics.get("score_distributions") == full_metrics.get("score_distributions")  # the pool's from the saved statistics
+    for subset, stats in full_metrics.get("vendi", {}).items():
+        assert again_metrics["vendi"][subset]["vendi_score"] == pytest.approx(stats["vendi_score"], rel=1e-9)
     assert not (again / "features").exists()  # re-selection reads the table, it does not copy it
     assert _report(again)["timings_s"].keys() >= {"decide_write"} and "score" not in _report(again)["timings_s"]
 
@@ -125,6 +129,35 @@ def test_reselection_reuses_the_saved_dedup_decisions_of_the_same_dedup_options(
     assert _run(*selection, "--dedup", "exact,minhash", "--dedup-threshold", "0.7", "--output", str(tmp_path / "other")) == 0
     assert _report(tmp_path / "other")["counts"]["dropped"]["near_duplicate"] >= near_dropped
     assert len(list(table.glob("dedup-*"))) == 1  # a re-selection does not write into the table it reads
+
+
+def test_reselection_reports_the_saved_statistics_of_the_same_pool(combined_run, tmp_path):
+    """The full run saves its pool's report statistics beside its dedup decisions; a re-selection over the
+    same pool reports them (seen by altering them) beside its own selection's, another pool its own."""
+    argv, output = combined_run
+    full = _report(output)["metrics"]
+    pools = list((output / "features").glob("dedup-*/pool-*.json"))
+    assert len(pools) == 1
+    saved = json.loads(pools[0].read_text())
+    assert saved["vendi"] == full["vendi"]["all"]
+    for name, distribution in full["score_distributions"].items():
+        assert saved["scores"][name]["quantiles"] == distribution["quantiles"]["all"]
+        assert saved["scores"][name]["counts"] == distribution["histogram"]["counts"]["all"]
+    table = tmp_path / "features"
+    shutil.copytree(output / "features", table)
+    saved["vendi"]["vendi_score"] = 12345.0
+    saved["scores"]["winnow_dsir_log_weight"]["counts"][0] += 1000
+    (table / pools[0].relative_to(output / "features")).write_text(json.dumps(saved))
+    selection = [*argv[: argv.index("--num-select")], "--num-select", "77", *argv[argv.index("--num-select") + 2 :], "--features", str(table)]
+    assert _run(*selection, "--output", str(tmp_path / "same")) == 0
+    same = _report(tmp_path / "same")["metrics"]
+    assert same["vendi"]["all"]["vendi_score"] == 12345.0 and same["vendi"]["selected"]["n_vectors"] == 77
+    weights = same["score_distributions"]["winnow_dsir_log_weight"]
+    assert weights["histogram"]["counts"]["all"][0] == full["score_distributions"]["winnow_dsir_log_weight"]["histogram"]["counts"]["all"][0] + 1000
+    assert sum(weights["histogram"]["counts"]["selected"]) + weights["histogram"]["underflow"]["selected"] + weights["histogram"]["overflow"]["selected"] == 77
+    assert _run(*selection, "--semdedup-eps", "0.05", "--output", str(tmp_path / "other")) == 0
+    other = _report(tmp_path / "other")["metrics"]
+    assert other["vendi"]["all"]["vendi_score"] != 12345.0 and other["vendi"]["all"]["n_vectors"] < full["vendi"]["all"]["n_vectors"]
 
 
 def test_reselection_bands_come_from_the_tables_minhash_options(demo_corpus, tmp_path):
