@@ -71,9 +71,9 @@ _M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 def limit_malloc_arenas() -> bool:
     """Cap glibc's malloc arenas at ``MALLOC_ARENAS`` here and in worker subprocesses, unless ``MALLOC_ARENA_MAX`` is set.
 
-    The local runner's threads otherwise each grow an arena that keeps the memory freed in it: a 1M-document
-    decide pass peaked at 1,321 MB with glibc's default and 994 MB with two arenas. True when this process's
-    cap was set (False without glibc or when the user chose one).
+    The local runner's threads otherwise each grow an arena that keeps the memory freed in it, and the
+    peak grows with them (benchmarks/RESULTS.md, "Scale"). True when this process's cap was set (False
+    without glibc or when the user chose one).
     """
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
@@ -88,8 +88,8 @@ def use_system_arrow_pool() -> bool:
     """Allocate Arrow's buffers with malloc here and in worker subprocesses, unless ``ARROW_DEFAULT_MEMORY_POOL`` is set.
 
     pyarrow's default pool, mimalloc, keeps the pages of the buffers it freed; glibc's heap hands them back
-    (``start_malloc_trimmer``). A 1M-document decide pass peaked at 1,406 MB with mimalloc and 1,253 MB with
-    malloc, in 67 s against 65 s. True when this process's pool was changed.
+    (``start_malloc_trimmer``), which lowers a large decide pass's peak (benchmarks/RESULTS.md, "Scale").
+    True when this process's pool was changed.
     """
     if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
         return False
@@ -108,10 +108,9 @@ def start_malloc_trimmer() -> bool:
     """Every ``MALLOC_TRIM_INTERVAL_S``, hand the memory freed inside glibc's heaps back to the system (``malloc_trim(0)``).
 
     glibc returns only the top of a heap by itself; the pages freed below live data stay resident and
-    a later stage's allocations, in another arena or of other sizes, add to them. With the trim, a
-    1M-document ``combined`` run on the local runner peaked at 1,447-1,516 MB against 1,585 MB before
-    (Beam's worker subprocesses, in other running modes, are not trimmed). One daemon thread per
-    process, ending with it; True when it runs (False without glibc).
+    a later stage's allocations, in another arena or of other sizes, add to them (the effect on a
+    run's peak: benchmarks/RESULTS.md, "Scale"). Beam's worker subprocesses, in other running modes,
+    are not trimmed. One daemon thread per process, ending with it; True when it runs (False without glibc).
     """
     global _trimmer
     if _trimmer is not None:

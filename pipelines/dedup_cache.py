@@ -12,8 +12,8 @@ components and the id check (the saved decisions exist only if that check passed
                                  score quantiles and histogram, Vendi), ``pool`` = ``pool_key``
 
 The pool (the report's "all" subset) is what dedup leaves after the other rules that do not
-depend on the selection (DSIR's too-short rule, SemDeDup); its statistics cost a re-selection
-about as much as its selection, so the table's own run saves them too.
+depend on the selection (DSIR's too-short rule, SemDeDup); computing its statistics took a sizeable
+share of a re-selection, so the table's own run saves them too.
 
 Runs with ``--against`` neither save nor reuse decisions: the indexes they read can change.
 """

@@ -50,7 +50,7 @@ ZIPFIT_ALIGNMENT = "zipfit_alignment"
 EMBEDDING, CLUSTER, CLUSTER_DISTANCE = "embedding", "cluster", "cluster_distance"
 EMBEDDING_DTYPE = np.dtype("<f2")  # how ``embedding_array`` stores a vector's coordinates
 # stored plain and uncompressed: hashes are random bits (a dictionary or zstd costs time and saves nothing), and zstd
-# saves 7% of float16 embeddings for 5x their decode time
+# saves little of float16 embeddings for several times their decode time
 PLAIN_COLUMNS = (EXACT_HASH, SIGNATURE, BAND_KEYS, EMBEDDING)
 
 
@@ -83,7 +83,7 @@ def features_schema(id_type: str, columns: dict[str, pa.DataType]) -> pa.Schema:
 
 def parquet_options(schema: pa.Schema) -> dict:
     """``pq.write_table``/``ParquetWriter`` keywords for winnow's own tables: zstd and dictionaries for the string
-    columns, but the ``PLAIN_COLUMNS`` uncompressed (an index shard's hashes: written 5x, read 1.5x faster, 7% larger).
+    columns, but the ``PLAIN_COLUMNS`` uncompressed (random bits: written and read faster, hardly larger).
     Parquet names a list column's values ``<name>.list.element``: the codecs are keyed by that path."""
     def path(field: pa.Field) -> str:
         listed = pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type) or pa.types.is_large_list(field.type)
@@ -255,8 +255,8 @@ def fixed_lists_of(column, stored_dtype, dtype=None) -> np.ndarray:
 def fixed_rows_array(values: np.ndarray) -> pa.Array:
     """(n, width) array -> a fixed_size_binary column of its little-endian rows.
 
-    How signatures and band keys are stored: Parquet decodes such a column as one flat buffer, a
-    fixed_size_list one value and level at a time (81,333 signatures: 0.013 s against 0.45 s).
+    How signatures, band keys and embeddings are stored: Parquet decodes such a column as one flat
+    buffer, a fixed_size_list one value and level at a time (tens of times slower).
     """
     rows = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
     return pa.FixedSizeBinaryArray.from_buffers(fixed_rows_type(rows.dtype, rows.shape[1]), len(rows), [None, pa.py_buffer(rows.tobytes())])

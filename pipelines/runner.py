@@ -51,8 +51,8 @@ def make_pipeline(beam_flags: list[str]) -> beam.Pipeline:
     options = check_beam_flags(beam_flags)
     if not any(flag.startswith("--pipeline_type_check") for flag in beam_flags):
         # Beam's construction-time type check compares the hints of every step with its input's;
-        # winnow declares none (``with_input_types``) for it to enforce, and it cost 0.6 s of a
-        # 1.4 s pass build
+        # winnow declares none (``with_input_types``) for it to enforce, and it took a large share
+        # of a pass's build time
         options.view_as(TypeOptions).pipeline_type_check = False
     disable_timed_data_flushes()
     release_idle_bundle_processors()
@@ -122,10 +122,9 @@ def release_idle_bundle_processors() -> bool:
 
     A worker keeps each stage's processor for reuse, 60 s by default, and a kept processor holds
     memory from its last bundle. On the local runner, where a pass's ~100 stages each run once and
-    in turn, that memory piled up: a 1M-document decide pass (a re-selection recomputing its dedup)
-    had 771 MB of malloc'd memory live at its pool stage with 60 s and 292 MB with 1 s, and peaked
-    at 1,277 against 1,127 MB, in 65.6 against 65.9 s. Affects the workers created after the call
-    (the local runner's in-process one). False when this Beam has no such setting (nothing changed).
+    in turn, that memory piled up over a pass (measured in benchmarks/RESULTS.md, "Scale"). Affects
+    the workers created after the call (the local runner's in-process one). False when this Beam
+    has no such setting (nothing changed).
     """
     if not hasattr(sdk_worker, "DEFAULT_BUNDLE_PROCESSOR_CACHE_SHUTDOWN_THRESHOLD_S"):
         return False
@@ -137,8 +136,8 @@ def memoize_dofn_specs() -> None:
     """Make Beam's ``userstate.get_dofn_specs`` (a DoFn's state and timer specs) compute once per DoFn type and methods in this process.
 
     Beam reads the signature of every method of a DoFn (about thirty) each time it asks, and asks
-    several times per step whenever a stage's bundle processor is built: on the local runner,
-    where a pass's stages each build one, a pass spent most of a second there. The specs are the
+    several times per step whenever a stage's bundle processor is built, which the local runner
+    does for every stage of a pass: a fixed cost of every run, large for a small one. The specs are the
     defaults of the methods' parameters, so the methods' functions key the cache; a DoFn whose
     methods differ (another class, or an instance's own bound method) gets its own entry.
     """
