@@ -505,7 +505,7 @@ class _FinishUnitFn(beam.DoFn):
     """(unit, grouped decisions) -> the unit's ``scores/`` and ``errors/`` parts written.
 
     Outputs: main ``Chosen``; ``counts``: {outcome or invalid_<reason>: records}; ``values``:
-    (score, "all" | "selected", (n,) values); ``vectors``: ("all" | "selected" | "random", (n, d));
+    (score, "all" | "selected", (n,) row keys, (n,) values); ``vectors``: ("all" | "selected" | "random", (n, d));
     ``samples``: (outcome, (key, unit, ordinal)) candidates for the report's sample documents.
     With ``pool_saved``, the "all" subset's statistics are saved ones: no "all" values or vectors.
     """
@@ -575,10 +575,12 @@ class _FinishUnitFn(beam.DoFn):
             chosen[schema.DSIR_TARGET] = pa.array(round_of[selected].tolist(), pa.int32())
         yield Chosen(unit, np.flatnonzero(selected), chosen, np.flatnonzero(baseline))
         masks = {metrics.ALL: pool | selected, "selected": selected, "random": baseline}
+        keys = seeded.row_keys(options.seed, f"report:{unit}", np.arange(n))  # the report's choices among rows
         for name in self._plotted:
             values = rows.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
             for subset in self._subsets:
-                yield beam.pvalue.TaggedOutput("values", (SCORE_COLUMNS[name], subset, values[masks[subset] & ~np.isnan(values)]))
+                in_subset = masks[subset] & ~np.isnan(values)
+                yield beam.pvalue.TaggedOutput("values", (SCORE_COLUMNS[name], subset, keys[in_subset], values[in_subset]))
         if self._vectors:
             # float16 as stored: GramCombineFn converts a block of rows at a time
             found = features.embeddings_of(layout.table.read(unit, [features.EMBEDDING]).column(features.EMBEDDING), features.EMBEDDING_DTYPE)
@@ -587,7 +589,6 @@ class _FinishUnitFn(beam.DoFn):
                     yield beam.pvalue.TaggedOutput("vectors", (name, found[masks[name]]))
         ids = _ids(rows)
         outcome = np.where(selected, "selected", drop_reason)
-        keys = seeded.row_keys(options.seed, f"report:{unit}", np.arange(n))
         for name in set(outcome[valid].tolist()):
             rows_of = np.flatnonzero(valid & (outcome == name))
             best = rows_of[np.argsort(keys[rows_of], kind="stable")[:SAMPLES_PER_OUTCOME]]

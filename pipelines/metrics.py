@@ -3,10 +3,12 @@
 Every metric is a fixed-size combine over per-unit partials (arrays, Gram matrices, n-gram
 counts), never a collect of documents:
 
-- score distributions: 21 approximate quantiles (0 to 1 in steps of 0.05) of each score over the
-  eligible pool ("all") and the selection, and a histogram of ``HISTOGRAM_BINS`` equal-width bins
-  between the pool's 1% and 99% quantiles plus an underflow and an overflow bin, so one outlier
-  does not squeeze the distribution into one bar;
+- score distributions: 21 quantiles (0 to 1 in steps of 0.05) of each score over the eligible
+  pool ("all") and the selection, read from a seeded sample of ``QUANTILE_SAMPLE`` values
+  (``SampleQuantilesCombineFn``: exact below that size, and the minimum and maximum always exact),
+  so they are the same on every runner and worker count; and a histogram of ``HISTOGRAM_BINS``
+  equal-width bins between the pool's 1% and 99% quantiles plus an underflow and an overflow bin,
+  so one outlier does not squeeze the distribution into one bar;
 - Vendi score (q = 1 and its profile) of the pool, the selection and a random baseline of exactly
   the selection's size, on the run's embeddings (``vendi.GramCombineFn``, dual form);
 - DSIR's KL reduction of the selection and of the baseline (``dsir.kl_reduction``).
@@ -19,6 +21,7 @@ from winnow.transforms import dsir, tally, vendi
 
 ALL = "all"  # the subset of every eligible record (the pool)
 N_QUANTILES = 21
+QUANTILE_SAMPLE = 1 << 16  # values per score and subset the quantiles are read from (rank error: sd at most 1/512)
 HISTOGRAM_BINS = 30
 ROBUST_RANGE = (0.01, 0.99)
 
@@ -42,14 +45,65 @@ def bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
     return np.bincount(index, minlength=len(edges) + 1).astype(np.int64)
 
 
+def sample_quantiles(values: np.ndarray, low: float, high: float) -> list[float]:
+    """``N_QUANTILES`` quantiles at 0, 0.05, ..., 1 of a sample's values (its order statistics, numpy's
+    ``inverted_cdf``), the set's exact ``low`` and ``high`` at 0 and 1; [] for no values."""
+    if not len(values):
+        return []
+    found = np.quantile(values, np.linspace(0.0, 1.0, N_QUANTILES), method="inverted_cdf")
+    found[0], found[-1] = low, high
+    return found.tolist()
+
+
+def smallest_keys(keys: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``size`` (key, value) pairs of smallest key (equal keys: smallest value), as a set: the same for any order of the pairs."""
+    if len(keys) <= size:
+        return keys, values
+    cutoff = np.partition(keys, size - 1)[size - 1]
+    below, at = np.flatnonzero(keys < cutoff), np.flatnonzero(keys == cutoff)
+    at = at[np.argsort(values[at], kind="stable")[: size - len(below)]]
+    keep = np.concatenate([below, at])
+    return keys[keep], values[keep]
+
+
+class SampleQuantilesCombineFn(beam.CombineFn):
+    """``(keys (n,) uint64, values (n,) float64)`` batches -> ``sample_quantiles`` of the values of the
+    ``size`` smallest keys, with the exact minimum and maximum of all.
+
+    Keys are seeded per row (``seeded.row_keys``): the sample is uniform, and the same set whatever
+    the order and split of the batches, so the quantiles are too. Accumulator: (keys, values, low, high).
+    """
+
+    def __init__(self, size: int = QUANTILE_SAMPLE):
+        self._size = size
+
+    def create_accumulator(self):
+        return np.zeros(0, np.uint64), np.zeros(0), np.inf, -np.inf
+
+    def add_input(self, accumulator, batch):
+        keys, values = np.asarray(batch[0], np.uint64), np.asarray(batch[1], np.float64)
+        if not len(values):
+            return accumulator
+        return self.merge_accumulators([accumulator, (keys, values, values.min(), values.max())])
+
+    def merge_accumulators(self, accumulators):
+        accumulators = [self.create_accumulator(), *accumulators]
+        keys, values = smallest_keys(np.concatenate([a[0] for a in accumulators]), np.concatenate([a[1] for a in accumulators]), self._size)
+        return keys, values, min(a[2] for a in accumulators), max(a[3] for a in accumulators)
+
+    def extract_output(self, accumulator):
+        _, values, low, high = accumulator
+        return sample_quantiles(values, low, high)
+
+
 def _edges_of(quantiles: dict) -> dict:
     return {name: histogram_edges(by_subset[ALL]) for name, by_subset in quantiles.items() if by_subset.get(ALL)}
 
 
 def _binned(element, edges: dict):
-    (name, subset), values = element
-    if name in edges and values:
-        yield (name, subset), bin_counts(np.asarray(values, np.float64), edges[name])
+    (name, subset), (_, values) = element
+    if name in edges and len(values):
+        yield (name, subset), bin_counts(values, edges[name])
 
 
 def _distributions(quantiles: dict, counts: dict, edges: dict) -> dict:
@@ -65,13 +119,13 @@ def _distributions(quantiles: dict, counts: dict, edges: dict) -> dict:
 
 
 def score_distributions(values: beam.PCollection, saved_pool: dict | None = None) -> beam.PCollection:
-    """``(score, subset, (n,) values)`` partials -> ``{score: {"quantiles": {subset: [21]}, "histogram": {...}}}``.
+    """``(score, subset, (n,) uint64 row keys, (n,) values)`` partials -> ``{score: {"quantiles": {subset: [21]}, "histogram": {...}}}``.
 
     ``saved_pool``: ``{score: pool_part's entry}``, the "all" subset of an earlier run over the same
     pool; its quantiles and bins stand in for that subset, which ``values`` then does not carry.
     """
-    keyed = values | "KeyValues" >> beam.Map(lambda element: ((element[0], element[1]), element[2].tolist()))
-    quantiles = keyed | "Quantiles" >> beam.ApproximateQuantiles.PerKey(N_QUANTILES, input_batched=True) | "QuantilesDict" >> beam.combiners.ToDict()
+    keyed = values | "KeyValues" >> beam.Map(lambda element: ((element[0], element[1]), (element[2], np.asarray(element[3], np.float64))))
+    quantiles = keyed | "Quantiles" >> beam.CombinePerKey(SampleQuantilesCombineFn()) | "QuantilesDict" >> beam.combiners.ToDict()
     if saved_pool:
         quantiles = quantiles | "SavedQuantiles" >> beam.Map(
             lambda q: {**q, **{(name, ALL): saved["quantiles"] for name, saved in saved_pool.items()}})

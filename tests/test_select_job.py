@@ -229,6 +229,36 @@ def test_histogram_edges_span_the_robust_range_and_bins_close_their_ends():
     assert metrics.histogram_edges([2.0] * 21)[:2] == [2.0, 2.0 + 1.0 / metrics.HISTOGRAM_BINS]
 
 
+def _quantiles_of(batches, size):
+    fn = metrics.SampleQuantilesCombineFn(size)
+    return fn.extract_output(fn.merge_accumulators(fn.add_input(fn.create_accumulator(), batch) for batch in batches))
+
+
+def test_sample_quantiles_are_exact_below_the_sample_size_and_independent_of_order_and_split():
+    rng = np.random.default_rng(3)
+    keys, values = rng.integers(0, 2**63, 5000).astype(np.uint64), rng.normal(size=5000)
+    whole = _quantiles_of([(keys, values)], 8192)
+    assert whole == np.quantile(values, np.linspace(0, 1, metrics.N_QUANTILES), method="inverted_cdf").tolist()
+    assert (whole[0], whole[-1]) == (values.min(), values.max())
+    for size in (8192, 500):  # exact, and a sample of 500: the same result for any split and order of the batches
+        order = rng.permutation(5000)
+        parts = [(keys[order[i:j]], values[order[i:j]]) for i, j in ((0, 7), (7, 2000), (2000, 2000), (2000, 5000))]
+        assert _quantiles_of(parts[::-1], size) == _quantiles_of([(keys, values)], size)
+    sampled = np.array(_quantiles_of([(keys, values)], 500))
+    ranks = np.searchsorted(np.sort(values), sampled[1:-1]) / 5000
+    assert np.abs(ranks - np.linspace(0, 1, metrics.N_QUANTILES)[1:-1]).max() < 0.08  # a uniform sample of 500
+    assert _quantiles_of([(keys, values)], 500)[::20] == [values.min(), values.max()]  # the ends stay exact
+    assert _quantiles_of([], 10) == [] and _quantiles_of([(keys[:0], values[:0])], 10) == []
+
+
+def test_smallest_keys_breaks_ties_by_value_whatever_the_order():
+    keys = np.array([5, 1, 3, 3, 3, 9], np.uint64)
+    values = np.array([0.5, 0.1, 0.9, 0.2, 0.4, 0.0])
+    for order in ([0, 1, 2, 3, 4, 5], [4, 3, 2, 1, 0, 5]):
+        got_keys, got_values = metrics.smallest_keys(keys[order], values[order], 3)
+        assert sorted(got_values.tolist()) == [0.1, 0.2, 0.4] and sorted(got_keys.tolist()) == [1, 3, 3]
+
+
 @pytest.mark.parametrize("method", ["dsir", "zipfit"])
 def test_missing_or_empty_target_is_a_clear_error(demo_corpus, tmp_path, capsys, method):
     demo_dir, _ = demo_corpus
