@@ -99,6 +99,11 @@ class DecideOptions:
         return self.method in ("kmeans", "combined")
 
     @property
+    def too_short_below(self) -> int | None:
+        """The token count below which an eligible record is ``too_short``, or None when the rule does not apply."""
+        return self.min_tokens if self.runs_dsir and self.min_tokens else None
+
+    @property
     def diverse(self) -> bool:
         """Selected by the diversity step (``diversity.py``), not by per-cluster quotas."""
         return self.method == "combined" or (self.method == "kmeans" and self.strategy == quotas.DIVERSITY)
@@ -318,8 +323,8 @@ class _PoolFn(beam.DoFn):
         eligible[_ordinal_set(grouped.get("exact", []))] = False
         for ordinals, _, _, _, dropped in grouped.get("near", []):
             eligible[ordinals[dropped]] = False
-        if self._options.runs_dsir and self._options.min_tokens:
-            short = eligible & (rows.column(features.DSIR_LENGTH).to_numpy(zero_copy_only=False) < self._options.min_tokens)
+        if self._options.too_short_below is not None:
+            short = eligible & (rows.column(features.DSIR_LENGTH).to_numpy(zero_copy_only=False) < self._options.too_short_below)
             eligible &= ~short
             if short.any():
                 yield beam.pvalue.TaggedOutput("too_short", (unit, (np.flatnonzero(short),)))

@@ -56,15 +56,18 @@ class DedupCache:
 
 def cache_key(steps: str, minhash: MinHashConfig) -> str:
     """A short hash of the options dedup decisions depend on (the steps, the MinHash config, the format)."""
-    options = {"version": VERSION, "dedup": steps, "minhash": dataclasses.asdict(minhash) if "minhash" in steps else None}
-    return hashlib.sha256(json.dumps(options, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return _short_hash({"version": VERSION, "dedup": steps, "minhash": dataclasses.asdict(minhash) if "minhash" in steps else None})
 
 
-def pool_key(min_tokens: int | None, semdedup) -> str:
+def pool_key(too_short_below: int | None, semdedup) -> str:
     """A short hash of what makes the eligible pool beside the dedup decisions: the too-short rule's
-    ``min_tokens`` (None when it does not apply) and the SemDeDup config (or None)."""
-    pool = {"min_tokens": min_tokens, "semdedup": dataclasses.asdict(semdedup) if semdedup is not None else None}
-    return hashlib.sha256(json.dumps(pool, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    token count (``DecideOptions.too_short_below``, None when it does not apply) and the SemDeDup config (or None)."""
+    return _short_hash({"min_tokens": too_short_below, "semdedup": dataclasses.asdict(semdedup) if semdedup is not None else None})
+
+
+def _short_hash(options: dict) -> str:
+    """16 hex digits of the SHA-256 of ``options`` as sorted JSON: a file-name key of a set of options."""
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
 def dedup_cache(table: FeaturesTable, steps: str, minhash: MinHashConfig, against: tuple, owns_table: bool) -> DedupCache | None:

@@ -322,7 +322,7 @@ def run(job, argv: list[str], beam_flags: list[str], args) -> dict:
         cache = dedup_cache.dedup_cache(table, job.deciding.dedup, job.deciding.minhash, job.deciding.against, owns_table=not reselect)
         if cache is not None and cache.reuse:
             LOG.info("dedup: reusing the decisions saved in %s (same dedup options)", cache.root)
-        pool_key = dedup_cache.pool_key(job.deciding.min_tokens if job.deciding.runs_dsir else None, job.deciding.semdedup)
+        pool_key = dedup_cache.pool_key(job.deciding.too_short_below, job.deciding.semdedup)
         layout = dataclasses.replace(layout, dedup_cache=cache, saved_pool=dedup_cache.saved_pool(cache, pool_key))
         if job.dedup_index:
             prefix = dedup_index.prepare_output(job.dedup_index, index_options)
